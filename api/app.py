@@ -1,0 +1,33 @@
+"""The Flask app factory: `gunicorn "api.app:create_app()"`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from api import account, errors, health, sms
+from api.gateway import Gateway
+from shared.db import make_engine, make_session_factory
+from shared.settings import Settings, settings_or_exit
+from worker.factory import make_celery
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the API for the given settings, or for the environment's."""
+    settings = settings or settings_or_exit()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False
+    engine = make_engine(settings.database_url)
+    app.extensions["smsgw"] = Gateway(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        celery=make_celery(settings),
+    )
+    errors.register(app)
+    for module in (sms, account, health):
+        app.register_blueprint(module.bp)
+    logging.getLogger(__name__).info("api ready")
+    return app

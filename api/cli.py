@@ -1,0 +1,149 @@
+"""The operator CLI, `smsgw`: every create command prints one JSON object."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+
+import click
+
+from shared import accounts, billing
+from shared.db import make_engine, make_session_factory
+from shared.models import User
+from shared.money import InvalidAmount, as_number, to_money
+from shared.settings import settings_or_exit
+
+
+def _emit(payload: dict) -> None:
+    click.echo(json.dumps(payload))
+
+
+def _amount(value: str) -> Decimal:
+    try:
+        return to_money(value)
+    except InvalidAmount as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _session():
+    settings = settings_or_exit()
+    return make_session_factory(make_engine(settings.database_url))()
+
+
+def _run(action):
+    """Run an account change in one transaction, turning refusals into a clean exit."""
+    with _session() as session:
+        try:
+            result = action(session)
+            session.commit()
+        except accounts.AccountError as error:
+            raise click.ClickException(str(error)) from None
+    _emit(result)
+
+
+@click.group()
+def main() -> None:
+    """Operate the SMS gateway."""
+
+
+@main.group()
+def db() -> None:
+    """Manage the database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the Alembic migrations (creates the schema on an empty database)."""
+    from shared.migrate import upgrade
+
+    upgrade(settings_or_exit().database_url)
+    click.echo("database is up to date", err=True)
+
+
+@main.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--balance", default="0", show_default=True)
+def users_create(email: str, balance: str) -> None:
+    """Create a user; prints its id and its first token (shown once)."""
+    amount = _amount(balance)
+
+    def action(session):
+        user, token = accounts.create_user(session, email=email, balance=amount)
+        return {"id": user.id, "token": token}
+
+    _run(action)
+
+
+@users.command("topup")
+@click.option("--user", "user_id", type=int, required=True)
+@click.option("--amount", required=True)
+def users_topup(user_id: int, amount: str) -> None:
+    """Add money to a user's balance."""
+    value = _amount(amount)
+
+    def action(session):
+        if session.get(User, user_id) is None:
+            raise accounts.AccountError(f"no user with id {user_id}")
+        return {"id": user_id, "balance": as_number(billing.topup(session, user_id=user_id, amount=value))}
+
+    _run(action)
+
+
+@main.group()
+def tokens() -> None:
+    """Manage API tokens."""
+
+
+@tokens.command("create")
+@click.option("--user", "user_id", type=int, required=True)
+def tokens_create(user_id: int) -> None:
+    """Create another API token for a user."""
+    _run(lambda session: {"token": accounts.create_token(session, user_id=user_id)})
+
+
+@main.group()
+def numbers() -> None:
+    """Manage users' phone numbers."""
+
+
+@numbers.command("add")
+@click.option("--user", "user_id", type=int, required=True)
+@click.option("--number", required=True)
+@click.option("--no-sms", is_flag=True, help="The number cannot send SMS.")
+@click.option("--expires-at", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%d %H:%M:%S"]))
+@click.option("--mps", type=click.IntRange(min=1), default=1, show_default=True)
+def numbers_add(user_id: int, number: str, no_sms: bool, expires_at: datetime | None, mps: int):
+    """Give a user a phone number."""
+    _run(
+        lambda session: {
+            "id": accounts.add_number(
+                session, user_id=user_id, number=number, sms_capable=not no_sms,
+                expires_at=expires_at, mps=mps,
+            ).id
+        }
+    )
+
+
+@main.group()
+def prices() -> None:
+    """Manage per-segment prices."""
+
+
+@prices.command("set")
+@click.option("--country", required=True, help="ISO 3166 alpha-2 code, e.g. US")
+@click.option("--price", required=True)
+def prices_set(country: str, price: str) -> None:
+    """Set the per-segment price for destinations in a country."""
+    value = _amount(price)
+
+    def action(session):
+        row = accounts.set_price(session, country=country, price=value)
+        return {"country": row.country, "price": as_number(row.price)}
+
+    _run(action)

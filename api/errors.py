@@ -1,0 +1,52 @@
+"""JSON errors: every failure answers `{"message": ...}`, never an HTML page."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answer with the contract's message and optional per-field errors."""
+
+    def __init__(self, status: int, message: str, errors: dict | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors
+
+
+MESSAGES = {
+    400: "Bad request",
+    401: "Unauthenticated",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    429: "Too many requests",
+}
+
+
+def register(app: Flask) -> None:
+    """Install the handlers that turn every error into JSON."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError):
+        body: dict = {"message": error.message}
+        if error.errors:
+            body["errors"] = error.errors
+        return jsonify(body), error.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        status = error.code or 500
+        return jsonify({"message": MESSAGES.get(status, error.name)}), status
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        log.exception("unhandled error")
+        return jsonify({"message": "Server error", "error": type(error).__name__}), 500

@@ -1,0 +1,46 @@
+"""Response shapes: money as JSON numbers, timestamps as UTC `YYYY-MM-DD HH:MM:SS`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.models import Message, PhoneNumber
+from shared.money import as_number
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """Format a stored UTC time the contract's way."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else None
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """Return a message as the API shows it."""
+    return {
+        "id": message.id,
+        "phone_number_id": message.phone_number_id,
+        "to": message.to,
+        "body": message.body,
+        "user_id": message.user_id,
+        "segments": message.segments,
+        "segment_price": as_number(message.segment_price),
+        "total_cost": as_number(message.total_cost),
+        "status": message.status,
+        "sms_sid": message.sms_sid,
+        "encoding": message.encoding,
+        "error_code": message.error_code,
+        "error_message": message.error_message,
+        "created_at": timestamp(message.created_at),
+        "updated_at": timestamp(message.updated_at),
+    }
+
+
+def number_json(number: PhoneNumber) -> dict[str, Any]:
+    """Return a phone number as the API shows it."""
+    return {
+        "id": number.id,
+        "number": number.number,
+        "sms_capable": number.sms_capable,
+        "expires_at": timestamp(number.expires_at),
+        "mps": number.mps,
+    }

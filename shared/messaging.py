@@ -1,0 +1,140 @@
+"""Accepting a message for sending, and the status state machine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import phonenumbers
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared import billing
+from shared.db import utcnow
+from shared.models import Message, OptOut, PhoneNumber, Price
+from shared.money import cost
+from shared.segments import count_segments
+
+MAX_BODY_CHARS = 300
+
+# Statuses in the order a message moves through them; finals never change.
+RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "undelivered": 3, "failed": 3}
+FINAL = frozenset({"delivered", "undelivered", "failed", "canceled"})
+
+
+class Rejected(Exception):
+    """A send refused for a reason the user can fix; `message` is the contract's text."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def can_move(current: str, new: str) -> bool:
+    """Return True when `new` is later than `current`: status never moves backwards."""
+    if current in FINAL or current not in RANK or new not in RANK:
+        return False
+    return RANK[new] > RANK[current]
+
+
+def parse_recipient(to: str) -> str:
+    """Return `to` in E.164, or reject it as an invalid international number."""
+    try:
+        number = phonenumbers.parse(to.strip(), None)
+    except phonenumbers.NumberParseException:
+        raise Rejected("Invalid to phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise Rejected("Invalid to phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def sender_number(
+    session: Session, *, user_id: int, phone_number_id: int, now: datetime
+) -> PhoneNumber:
+    """Return the user's own SMS-capable, unexpired number, or reject the send."""
+    number = session.scalar(
+        select(PhoneNumber).where(
+            PhoneNumber.id == phone_number_id, PhoneNumber.user_id == user_id
+        )
+    )
+    if number is None:
+        raise Rejected("From number not found")
+    if not number.sms_capable:
+        raise Rejected("From number is not SMS capable")
+    if number.expires_at is not None and number.expires_at <= now:
+        raise Rejected("From number subscription has expired")
+    return number
+
+
+def segment_price(session: Session, *, to: str) -> Decimal:
+    """Return the per-segment price of the recipient's country, or reject the send."""
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(to, None))
+    price = session.scalar(select(Price.price).where(Price.country == region))
+    if price is None:
+        raise Rejected("Destination country is not supported")
+    return price
+
+
+def is_opted_out(session: Session, *, user_id: int, to: str) -> bool:
+    """Return True when the recipient texted STOP to one of the user's numbers."""
+    found = session.scalar(
+        select(OptOut.id).where(OptOut.user_id == user_id, OptOut.number == to)
+    )
+    return found is not None
+
+
+def accept_message(
+    session: Session,
+    *,
+    user_id: int,
+    phone_number_id: int,
+    to: str,
+    body: str,
+    status_callback: str | None = None,
+) -> Message:
+    """Check, price and charge one message, and write it as `queued`.
+
+    Only flushes: the caller commits the message and its ledger row together
+    and enqueues the hand-off after the commit.
+    """
+    now = utcnow()
+    number = sender_number(session, user_id=user_id, phone_number_id=phone_number_id, now=now)
+    recipient = parse_recipient(to)
+    price = segment_price(session, to=recipient)
+    if is_opted_out(session, user_id=user_id, to=recipient):
+        raise Rejected("Recipient has opted out")
+    count = count_segments(body)
+    message = Message(
+        user_id=user_id,
+        phone_number_id=number.id,
+        from_number=number.number,
+        to=recipient,
+        body=body,
+        segments=count.segments,
+        encoding=count.encoding,
+        segment_price=price,
+        total_cost=cost(segment_price=price, segments=count.segments),
+        status_callback=status_callback,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(message)
+    session.flush()
+    try:
+        billing.charge(session, user_id=user_id, amount=message.total_cost, message_id=message.id)
+    except billing.InsufficientBalance:
+        raise Rejected("Insufficient balance") from None
+    return message
+
+
+def fail(session: Session, *, message: Message, error_code: int | None, error_message: str) -> bool:
+    """Fail a message that never left Twilio and refund it; False if it was already final."""
+    if message.status in FINAL:
+        return False
+    message.status = "failed"
+    message.handoff = "done"
+    message.error_code = error_code
+    message.error_message = error_message
+    session.flush()
+    billing.refund(session, message=message, note=f"failed: {error_code or error_message}")
+    return True

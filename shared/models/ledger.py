@@ -1,0 +1,34 @@
+"""The ledger: one row for every change of a balance."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base, Money, utcnow
+
+
+class LedgerEntry(Base):
+    """A signed amount added to a user's balance (charges are negative).
+
+    A message is charged once and refunded at most once: the unique index on
+    (message_id, kind) makes a second refund impossible, not just unlikely.
+    """
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("uq_ledger_entries_message_id_kind", "message_id", "kind", unique=True),
+        Index("ix_ledger_entries_user_id", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    amount: Mapped[Money]
+    kind: Mapped[str] = mapped_column(String(16))  # topup, charge, refund
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), default=None
+    )
+    note: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

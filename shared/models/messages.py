@@ -1,0 +1,64 @@
+"""Messages and the idempotency keys that point at them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base, Money, utcnow
+
+
+class Message(Base):
+    """One SMS, from acceptance to its final status.
+
+    `status` is what users see; `handoff` tracks the gateway's own call to
+    Twilio: `pending` (safe to call), `in_flight` (a call may be under way),
+    `unknown` (a call timed out: look it up before calling again), `done`.
+    """
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_user_id_id", "user_id", "id"),
+        Index("ix_messages_status_updated_at", "status", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    phone_number_id: Mapped[int] = mapped_column(ForeignKey("phone_numbers.id"))
+    from_number: Mapped[str] = mapped_column(String(20))
+    to: Mapped[str] = mapped_column(String(20))
+    body: Mapped[str] = mapped_column(Text)
+    segments: Mapped[int] = mapped_column(Integer)
+    encoding: Mapped[str] = mapped_column(String(8))
+    segment_price: Mapped[Money]
+    total_cost: Mapped[Money]
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    handoff: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sms_sid: Mapped[str | None] = mapped_column(String(34), unique=True, default=None)
+    error_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    status_callback: Mapped[str | None] = mapped_column(Text, default=None)
+    handoff_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class IdempotencyKey(Base):
+    """The first answer given to a user's request carrying an Idempotency-Key."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("user_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict] = mapped_column(JSON)
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

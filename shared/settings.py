@@ -1,0 +1,119 @@
+"""The one place that reads the environment.
+
+Every setting is parsed and checked here, so a process with a missing or
+malformed setting stops at start with one line that names it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_TWILIO_API_BASE = "https://api.twilio.com"
+DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, validated configuration shared by the API, the worker and the CLI."""
+
+    database_url: str
+    twilio_account_sid: str
+    twilio_auth_token: str
+    redis_url: str = DEFAULT_REDIS_URL
+    twilio_api_base: str = DEFAULT_TWILIO_API_BASE
+    public_base_url: str = DEFAULT_PUBLIC_BASE_URL
+    callback_allow_private: bool = False
+    dev: bool = False
+    twilio_timeout: float = 10.0
+    send_max_retries: int = 8
+    max_request_bytes: int = 64 * 1024
+    requeue_after_seconds: int = 120
+
+    @property
+    def status_callback_base(self) -> str:
+        """Return the URL Twilio posts status callbacks to, without the message id."""
+        return self.public_base_url.rstrip("/") + "/webhooks/twilio/status"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Return a copy with some fields changed (used by tests and `smsgw dev`)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None, schemes: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip() or default
+    if not value:
+        raise SettingsError(f"{name} is required")
+    parts = urlsplit(value)
+    if parts.scheme.split("+")[0] not in schemes or not (parts.netloc or parts.path):
+        raise SettingsError(f"{name} must be a URL with scheme {' or '.join(schemes)}: {value!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false: {raw!r}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number: {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive: {raw!r}")
+    return value
+
+
+def _required(env: Mapping[str, str], name: str, prefix: str, length: int) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"{name} is required")
+    if prefix and (not value.startswith(prefix) or len(value) != length):
+        raise SettingsError(
+            f"{name} must be {prefix} followed by {length - len(prefix)} characters"
+        )
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the environment, raising SettingsError on a bad value."""
+    env = os.environ if env is None else env
+    return Settings(
+        database_url=_url(env, "DATABASE_URL", None, ("postgresql", "sqlite")),
+        redis_url=_url(env, "REDIS_URL", DEFAULT_REDIS_URL, ("redis", "rediss", "unix")),
+        twilio_account_sid=_required(env, "TWILIO_ACCOUNT_SID", "AC", 34),
+        twilio_auth_token=_required(env, "TWILIO_AUTH_TOKEN", "", 0),
+        twilio_api_base=_url(env, "TWILIO_API_BASE", DEFAULT_TWILIO_API_BASE, ("http", "https")),
+        public_base_url=_url(env, "PUBLIC_BASE_URL", DEFAULT_PUBLIC_BASE_URL, ("http", "https")),
+        callback_allow_private=_bool(env, "CALLBACK_ALLOW_PRIVATE", False),
+        dev=_bool(env, "SMSGW_DEV", False),
+        twilio_timeout=_number(env, "TWILIO_TIMEOUT", 10.0, float),
+        send_max_retries=int(_number(env, "SEND_MAX_RETRIES", 8, int)),
+        max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", 64 * 1024, int)),
+        requeue_after_seconds=int(_number(env, "REQUEUE_AFTER_SECONDS", 120, int)),
+    )
+
+
+def settings_or_exit(env: Mapping[str, str] | None = None) -> Settings:
+    """Load the settings, or stop the process with one line naming the bad setting."""
+    try:
+        return load_settings(env)
+    except SettingsError as error:
+        raise SystemExit(f"smsgw: configuration error: {error}") from None

@@ -1,0 +1,44 @@
+"""Settings: defaults, and one clear line for a missing or malformed value."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.settings import SettingsError, load_settings, settings_or_exit
+
+GOOD = {
+    "DATABASE_URL": "postgresql+psycopg://u@h/db",
+    "TWILIO_ACCOUNT_SID": "AC" + "a" * 32,
+    "TWILIO_AUTH_TOKEN": "secret",
+}
+
+
+def test_defaults():
+    settings = load_settings(GOOD)
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.twilio_api_base == "https://api.twilio.com"
+    assert settings.public_base_url == "http://127.0.0.1:8000"
+    assert settings.callback_allow_private is False
+    assert settings.status_callback_base == "http://127.0.0.1:8000/webhooks/twilio/status"
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"DATABASE_URL": ""}, "DATABASE_URL is required"),
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL must be a URL"),
+        ({"TWILIO_ACCOUNT_SID": "XY123"}, "TWILIO_ACCOUNT_SID must be AC"),
+        ({"TWILIO_AUTH_TOKEN": " "}, "TWILIO_AUTH_TOKEN is required"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL must be a URL"),
+        ({"TWILIO_API_BASE": "ftp://x"}, "TWILIO_API_BASE must be a URL"),
+        ({"CALLBACK_ALLOW_PRIVATE": "maybe"}, "CALLBACK_ALLOW_PRIVATE must be true or false"),
+        ({"TWILIO_TIMEOUT": "-1"}, "TWILIO_TIMEOUT must be positive"),
+        ({"SEND_MAX_RETRIES": "x"}, "SEND_MAX_RETRIES must be a number"),
+    ],
+)
+def test_bad_setting_is_named(change, named):
+    with pytest.raises(SettingsError, match=named):
+        load_settings({**GOOD, **change})
+    with pytest.raises(SystemExit) as stop:
+        settings_or_exit({**GOOD, **change})
+    assert str(stop.value).count("\n") == 0 and named.split()[0] in str(stop.value)
