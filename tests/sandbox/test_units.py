@@ -1,0 +1,48 @@
+"""Small pure pieces of the sandbox: segments, switch parsing and date filters."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from sandbox.config import SandboxConfig
+from sandbox.errors import TwilioError
+from sandbox.listing import parse_when
+from sandbox.segments import count_segments
+
+
+@pytest.mark.parametrize(
+    ("body", "segments"),
+    [("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3), ("€" * 80, 1),
+     ("€" * 81, 2), ("ж" * 70, 1), ("ж" * 71, 2), ("👍" * 35, 1), ("👍" * 36, 2)],
+)
+def test_segments_follow_gsm7_and_ucs2_limits(body: str, segments: int) -> None:
+    assert count_segments(body) == segments
+
+
+def test_switches_accept_cli_strings_and_reject_bad_values() -> None:
+    config = SandboxConfig().updated({"latency_ms": "150", "rate_429": "0.5", "callbacks": "off"})
+    assert (config.latency_ms, config.rate_429, config.callbacks) == (150, 0.5, False)
+    for bad in ({"rate_429": 1.5}, {"latency_ms": "soon"}, {"callbacks": 2}, {"colour": 1}):
+        with pytest.raises(ValueError):
+            SandboxConfig().updated(bad)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected", "whole_day"),
+    [
+        ("2008-01-02", dt.date(2008, 1, 2), True),
+        ("2019-06-11T22:05:25Z", dt.datetime(2019, 6, 11, 22, 5, 25, tzinfo=dt.UTC), False),
+        ("2019-06-11 22:05:25.000", dt.datetime(2019, 6, 11, 22, 5, 25, tzinfo=dt.UTC), False),
+        ("Wed, 19 Jun 2019 22:04:00 -0000", dt.datetime(2019, 6, 19, 22, 4, tzinfo=dt.UTC), False),
+    ],
+)
+def test_date_filters_parse_the_formats_twilio_documents(raw, expected, whole_day) -> None:
+    assert parse_when(raw) == (expected, whole_day)
+
+
+def test_a_bad_date_filter_is_a_400() -> None:
+    with pytest.raises(TwilioError) as caught:
+        parse_when("last tuesday")
+    assert caught.value.status == 400
