@@ -1,0 +1,303 @@
+"""The hand-off of one message to the provider: at most one create per message.
+
+A message is claimed with one conditional UPDATE (`handoff` to `in_flight`)
+committed before the provider is called, so among any number of workers,
+retries and redeliveries only the holder of the claim may call. A call whose
+outcome is unknown leaves `handoff = "unknown"`, and the next holder looks the
+message up at the provider before it would send again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared import messaging
+from shared.db import utcnow
+from shared.models import Message, OptOut
+from shared.providers import (
+    PermanentError,
+    Provider,
+    ProviderError,
+    Sent,
+    TransientError,
+    UnknownOutcome,
+)
+
+log = logging.getLogger(__name__)
+ACTIVE = ("queued", "sending")
+OPTED_OUT = 21610
+# Twilio's clock and ours may differ; look a little before our own call.
+FIND_MARGIN = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one hand-off: `sent`, `retry`, `failed` or `skipped`."""
+
+    kind: str
+    sid: str | None = None
+    error: ProviderError | None = None
+
+
+@dataclass(frozen=True)
+class _Claim:
+    id: int
+    user_id: int
+    to: str
+    from_: str
+    body: str
+    handoff_at: datetime
+    previous: str
+
+
+def hand_off(
+    session_factory: sessionmaker[Session],
+    provider: Provider,
+    *,
+    message_id: int,
+    status_callback_base: str,
+) -> Outcome:
+    """Hand one message to the provider once, whatever retries and redeliveries happen."""
+    claim = _claim(session_factory, message_id, ("pending", "unknown"))
+    if claim is None:
+        return Outcome("skipped")
+    if claim.previous == "unknown":
+        try:
+            found = _look_up(session_factory, provider, claim)
+        except Exception as error:
+            # Even a 4xx here says nothing about the message: keep looking before sending.
+            return _release(session_factory, message_id, "unknown", _as_provider_error(error))
+        if found is not None:
+            return _store_sid(session_factory, claim, found)
+    try:
+        sent = provider.send(
+            to=claim.to,
+            from_=claim.from_,
+            body=claim.body,
+            status_callback=f"{status_callback_base}?message_id={claim.id}",
+        )
+    except PermanentError as error:
+        return _fail(session_factory, message_id, error.code, error.message, error)
+    except TransientError as error:
+        return _release(session_factory, message_id, "pending", error)
+    except Exception as error:
+        # Whatever else broke, the request may have left: treat it as an unknown outcome.
+        if not isinstance(error, UnknownOutcome):
+            log.exception("message %s: unexpected error during hand-off", message_id)
+        return _release(session_factory, message_id, "unknown", _as_provider_error(error))
+    return _store_sid(session_factory, claim, sent)
+
+
+def give_up(
+    session_factory: sessionmaker[Session], provider: Provider, *, message_id: int, reason: str
+) -> Outcome:
+    """Fail and refund a message whose retries are exhausted, unless it reached the provider.
+
+    A message whose last call had an unknown outcome is looked up once more;
+    if even that lookup fails it stays `unknown`, for the reconciler to settle.
+    """
+    with session_factory() as session:
+        message = session.get(Message, message_id, with_for_update=True)
+        if message is not None and message.handoff == "pending":
+            return _fail_in(session, message, None, reason)
+    claim = _claim(session_factory, message_id, ("unknown",))
+    if claim is None:
+        return Outcome("skipped")
+    try:
+        found = _look_up(session_factory, provider, claim)
+    except Exception as error:
+        log.warning("message %s: last lookup failed, left unknown: %r", message_id, error)
+        _release(session_factory, message_id, "unknown", _as_provider_error(error))
+        return Outcome("skipped", error=_as_provider_error(error))
+    if found is not None:
+        return _store_sid(session_factory, claim, found)
+    return _fail(session_factory, message_id, None, reason)
+
+
+def requeue_stale(
+    session_factory: sessionmaker[Session], *, older_than_seconds: int, limit: int
+) -> list[int]:
+    """Return ids of messages left `queued` and `pending` too long, touching them.
+
+    The API may have died between its commit and its enqueue. Touching
+    `updated_at` keeps the next run from enqueueing the same message again
+    while its new task waits in a long queue.
+    """
+    now = utcnow()
+    with session_factory() as session:
+        ids = list(
+            session.scalars(
+                select(Message.id)
+                .where(
+                    Message.status == "queued",
+                    Message.handoff == "pending",
+                    Message.updated_at < now - timedelta(seconds=older_than_seconds),
+                )
+                .order_by(Message.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if ids:
+            session.execute(update(Message).where(Message.id.in_(ids)).values(updated_at=now))
+        session.commit()
+    return ids
+
+
+def _claim(
+    session_factory: sessionmaker[Session], message_id: int, allowed: tuple[str, ...]
+) -> _Claim | None:
+    """Move the message to `in_flight` and commit, or return None if it is not ours to send."""
+    with session_factory() as session:
+        message = session.get(Message, message_id)
+        if message is None or message.status not in ACTIVE or message.handoff not in allowed:
+            state = "gone" if message is None else f"{message.status}/{message.handoff}"
+            log.info("message %s: not handed off (%s)", message_id, state)
+            return None
+        previous, now = message.handoff, utcnow()
+        values: dict[str, object] = {
+            "handoff": "in_flight",
+            "status": "sending",
+            "attempts": Message.attempts + 1,
+            "updated_at": now,
+        }
+        if previous == "pending":
+            # After an unknown outcome the earlier call's time is kept: the lookup starts there.
+            values["handoff_at"] = now
+        claimed = session.scalar(
+            update(Message)
+            .where(
+                Message.id == message_id, Message.handoff == previous, Message.status.in_(ACTIVE)
+            )
+            .values(**values)
+            .returning(Message.id)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        if claimed is None:
+            log.info("message %s: claimed by another worker", message_id)
+            return None
+        handoff_at = now if previous == "pending" else message.handoff_at or now
+        return _Claim(
+            message.id,
+            message.user_id,
+            message.to,
+            message.from_number,
+            message.body,
+            handoff_at,
+            previous,
+        )
+
+
+def _look_up(
+    session_factory: sessionmaker[Session], provider: Provider, claim: _Claim
+) -> Sent | None:
+    """Find the message at the provider after an unknown outcome, skipping SIDs we hold."""
+    since = claim.handoff_at - FIND_MARGIN
+    with session_factory() as session:
+        taken = set(
+            session.scalars(
+                select(Message.sms_sid).where(
+                    Message.user_id == claim.user_id,
+                    Message.to == claim.to,
+                    Message.from_number == claim.from_,
+                    Message.sms_sid.is_not(None),
+                    Message.id != claim.id,
+                    Message.updated_at >= since,
+                )
+            )
+        )
+    found = provider.find(
+        to=claim.to,
+        from_=claim.from_,
+        body=claim.body,
+        since=since,
+        exclude={sid for sid in taken if sid},
+    )
+    log.info(
+        "message %s: lookup after unknown outcome %s",
+        claim.id,
+        f"found {found.sid}" if found else "found nothing",
+    )
+    return found
+
+
+def _as_provider_error(error: Exception) -> ProviderError:
+    return error if isinstance(error, ProviderError) else UnknownOutcome(repr(error))
+
+
+def _store_sid(session_factory: sessionmaker[Session], claim: _Claim, sent: Sent) -> Outcome:
+    """Record the SID; the status is left alone, as a callback may already have moved it."""
+    try:
+        with session_factory() as session:
+            session.execute(
+                update(Message)
+                .where(
+                    Message.id == claim.id,
+                    or_(Message.sms_sid.is_(None), Message.sms_sid == sent.sid),
+                )
+                .values(sms_sid=sent.sid, handoff="done", updated_at=utcnow())
+            )
+            session.commit()
+    except IntegrityError:
+        # Another message of ours holds this SID; look again later, excluding it.
+        error = UnknownOutcome(f"{sent.sid} is stored on another message")
+        return _release(session_factory, claim.id, "unknown", error)
+    return Outcome("sent", sid=sent.sid)
+
+
+def _release(
+    session_factory: sessionmaker[Session], message_id: int, handoff: str, error: ProviderError
+) -> Outcome:
+    """Give the claim back as `pending` (safe to send) or `unknown` (look up first)."""
+    with session_factory() as session:
+        session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.handoff == "in_flight")
+            .values(handoff=handoff, updated_at=utcnow())
+        )
+        session.commit()
+    return Outcome("retry", error=error)
+
+
+def _fail(
+    session_factory: sessionmaker[Session],
+    message_id: int,
+    code: int | None,
+    text: str,
+    error: PermanentError | None = None,
+) -> Outcome:
+    with session_factory() as session:
+        message = session.get(Message, message_id, with_for_update=True)
+        if message is None:
+            return Outcome("skipped", error=error)
+        return _fail_in(session, message, code, text, error)
+
+
+def _fail_in(
+    session: Session,
+    message: Message,
+    code: int | None,
+    text: str,
+    error: PermanentError | None = None,
+) -> Outcome:
+    """Fail and refund a locked message that never reached the provider, and commit."""
+    if message.status not in ACTIVE or message.sms_sid is not None:
+        return Outcome("skipped", error=error)
+    messaging.fail(session, message=message, error_code=code, error_message=text)
+    if code == OPTED_OUT and not messaging.is_opted_out(
+        session, user_id=message.user_id, to=message.to
+    ):
+        try:
+            with session.begin_nested():
+                session.add(OptOut(user_id=message.user_id, number=message.to))
+        except IntegrityError:
+            pass  # A STOP recorded at the same moment is the same opt-out.
+    session.commit()
+    return Outcome("failed", error=error)

@@ -1,0 +1,72 @@
+"""The per-process resources of the worker: database engine, sessions and provider.
+
+They are built on first use, so the prefork parent never opens a connection,
+and dropped after a fork, so no child shares its parent's sockets.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from celery import Celery
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import make_engine, make_session_factory
+from shared.providers import Provider
+from shared.providers.twilio import TwilioProvider
+from shared.settings import Settings
+
+_attach_lock = threading.Lock()
+
+
+class WorkerContext:
+    """Builds the engine, the session factory and the provider once per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._session_factory: sessionmaker[Session] | None = None
+        self._provider: Provider | None = None
+
+    @property
+    def session_factory(self) -> sessionmaker[Session]:
+        """Return the session factory, creating the engine on first use."""
+        with self._lock:
+            if self._session_factory is None:
+                self._engine = make_engine(self.settings.database_url)
+                self._session_factory = make_session_factory(self._engine)
+            return self._session_factory
+
+    @property
+    def provider(self) -> Provider:
+        """Return the provider; its HTTP session keeps connections alive between tasks."""
+        with self._lock:
+            if self._provider is None:
+                self._provider = TwilioProvider(self.settings)
+            return self._provider
+
+    def after_fork(self) -> None:
+        """Forget the parent's pool and HTTP session without closing the parent's sockets."""
+        self._lock = threading.Lock()
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+        self._provider = None
+
+    def close(self) -> None:
+        """Close the pooled database connections."""
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+            self._engine = self._session_factory = self._provider = None
+
+
+def context_for(app: Celery) -> WorkerContext:
+    """Return the context of a Celery app made by `make_celery`, attaching it on first use."""
+    with _attach_lock:
+        context = getattr(app, "gateway_context", None)
+        if context is None:
+            context = WorkerContext(app.gateway_settings)  # type: ignore[attr-defined]
+            app.gateway_context = context  # type: ignore[attr-defined]
+        return context
