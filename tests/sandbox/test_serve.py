@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -33,7 +34,7 @@ def test_serve_answers_until_stopped(server: str, stop: signal.Signals) -> None:
         f"from sandbox import serve; serve(port={port}, server={server!r}, "
         "log_requests=False, latency_ms='20', rate_500='0')"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -52,4 +53,8 @@ def test_serve_answers_until_stopped(server: str, stop: signal.Signals) -> None:
         assert created.status_code == 201
     finally:
         process.send_signal(stop)
-        assert process.wait(timeout=10) == 0
+        try:
+            assert process.wait(timeout=10) == 0
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise

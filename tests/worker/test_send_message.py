@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from shared import messaging
 from shared.db import utcnow
 from shared.models import Message
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, REDIS_URL
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.factories import make_number, make_user, set_price
 from worker.factory import MAX_COUNTDOWN, make_celery
 from worker.tasks.sending import backoff
@@ -33,14 +33,14 @@ def worker_env(**variables: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def worker(database_url, sandbox, tmp_path_factory):
+def worker(database_url, redis_url, sandbox, tmp_path_factory):
     """Run `celery -A worker.celery_app worker` on the sms queue; yield its log file."""
     _server, base_url = sandbox
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(redis_url).flushdb()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     env = worker_env(
         DATABASE_URL=database_url,
-        REDIS_URL=REDIS_URL,
+        REDIS_URL=redis_url,
         TWILIO_ACCOUNT_SID=ACCOUNT_SID,
         TWILIO_AUTH_TOKEN=AUTH_TOKEN,
         TWILIO_API_BASE=base_url,
@@ -74,7 +74,7 @@ def worker(database_url, sandbox, tmp_path_factory):
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(redis_url).flushdb()
 
 
 @pytest.fixture
