@@ -116,6 +116,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 8025,
     The server is "gunicorn" (one worker with the given number of threads) or
     "werkzeug" (a thread per connection).
     """
+    if server not in ("gunicorn", "werkzeug"):
+        raise ValueError(f"unknown server {server!r}; use 'gunicorn' or 'werkzeug'")
     initial = SandboxConfig().updated(config)
     print(f"Twilio sandbox on http://{host}:{port} (account {account_sid})", flush=True)
     if server == "gunicorn":
@@ -125,8 +127,6 @@ def serve(*, host: str = "127.0.0.1", port: int = 8025,
 
         run_gunicorn(factory, host=host, port=port, threads=threads, log_requests=log_requests)
         return
-    if server != "werkzeug":
-        raise ValueError(f"unknown server {server!r}; use 'gunicorn' or 'werkzeug'")
     running = SandboxServer(host=host, port=port, account_sid=account_sid, auth_token=auth_token,
                             seed=seed, log_requests=log_requests,
                             callback_workers=callback_workers, config=config)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from email.utils import format_datetime
 from typing import Any
 
-from sandbox.segments import count_segments
+from shared.segments import count_segments
 
 PRICE_PER_SEGMENT = 0.0079
 _ids = random.Random()
@@ -97,7 +97,8 @@ class MessageStore:
             sid="SM" + random_hex(), account_sid=account_sid, to=to,
             from_=from_, body=body, status_callback=status_callback,
             messaging_service_sid=service_sid, date_created=created,
-            date_sent=created, date_updated=created, num_segments=count_segments(body),
+            date_sent=created, date_updated=created,
+            num_segments=max(1, count_segments(body).segments),
         )
         with self._lock:
             self._messages[message.sid] = message

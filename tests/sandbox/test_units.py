@@ -9,16 +9,6 @@ import pytest
 from sandbox.config import SandboxConfig
 from sandbox.errors import TwilioError
 from sandbox.listing import parse_when
-from sandbox.segments import count_segments
-
-
-@pytest.mark.parametrize(
-    ("body", "segments"),
-    [("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3), ("€" * 80, 1),
-     ("€" * 81, 2), ("ж" * 70, 1), ("ж" * 71, 2), ("👍" * 35, 1), ("👍" * 36, 2)],
-)
-def test_segments_follow_gsm7_and_ucs2_limits(body: str, segments: int) -> None:
-    assert count_segments(body) == segments
 
 
 def test_switches_accept_cli_strings_and_reject_bad_values() -> None:
