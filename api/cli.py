@@ -90,7 +90,10 @@ def users_topup(user_id: int, amount: str) -> None:
     def action(session):
         if session.get(User, user_id) is None:
             raise accounts.AccountError(f"no user with id {user_id}")
-        return {"id": user_id, "balance": as_number(billing.topup(session, user_id=user_id, amount=value))}
+        return {
+            "id": user_id,
+            "balance": as_number(billing.topup(session, user_id=user_id, amount=value)),
+        }
 
     _run(action)
 
@@ -123,8 +126,12 @@ def numbers_add(user_id: int, number: str, no_sms: bool, expires_at: datetime | 
     _run(
         lambda session: {
             "id": accounts.add_number(
-                session, user_id=user_id, number=number, sms_capable=not no_sms,
-                expires_at=expires_at, mps=mps,
+                session,
+                user_id=user_id,
+                number=number,
+                sms_capable=not no_sms,
+                expires_at=expires_at,
+                mps=mps,
             ).id
         }
     )
@@ -169,19 +176,29 @@ def sandbox(port, host, latency_ms, rate_429, rate_500, rate_undelivered, no_cal
     from sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, serve
 
     serve(
-        host=host, port=port, seed=seed,
+        host=host,
+        port=port,
+        seed=seed,
         account_sid=os.environ.get("TWILIO_ACCOUNT_SID") or SANDBOX_ACCOUNT_SID,
         auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or SANDBOX_AUTH_TOKEN,
-        latency_ms=latency_ms, rate_429=rate_429, rate_500=rate_500,
-        rate_undelivered=rate_undelivered, callbacks=not no_callbacks,
+        latency_ms=latency_ms,
+        rate_429=rate_429,
+        rate_500=rate_500,
+        rate_undelivered=rate_undelivered,
+        callbacks=not no_callbacks,
     )
 
 
 @main.command()
 @click.option("--port", type=int, default=8000, show_default=True, help="API port.")
 @click.option("--sandbox-port", type=int, default=8025, show_default=True)
-@click.option("--data-dir", type=click.Path(), default=".smsgw", show_default=True,
-              help="Where the SQLite database and Redis files live.")
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=".smsgw",
+    show_default=True,
+    help="Where the SQLite database and Redis files live.",
+)
 def dev(port: int, sandbox_port: int, data_dir: str) -> None:
     """Run API, worker and Twilio sandbox together, with a seeded demo account."""
     from pathlib import Path

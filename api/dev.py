@@ -105,16 +105,58 @@ def run(*, port: int, sandbox_port: int, data_dir: Path) -> int:
     try:
         if not redis_url:
             redis_port = free_port()
-            start("redis", [redis_binary(), "--port", str(redis_port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--dir", str(data_dir)])
+            start(
+                "redis",
+                [
+                    redis_binary(),
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(data_dir),
+                ],
+            )
             wait_for_port(redis_port)
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         start("sandbox", [str(bin_dir / "smsgw"), "sandbox", "--port", str(sandbox_port)])
-        start("worker", [str(bin_dir / "celery"), "-A", "worker.celery_app", "worker", "-B",
-                         "-P", "threads", "-c", "4", "-Q", "sms", "--loglevel", "INFO",
-                         "--schedule", str(data_dir / "beat-schedule")])
-        start("api", [str(bin_dir / "flask"), "--app", "api.app:create_app", "run",
-                      "--port", str(port), "--no-reload", "--with-threads"])
+        start(
+            "worker",
+            [
+                str(bin_dir / "celery"),
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-B",
+                "-P",
+                "threads",
+                "-c",
+                "4",
+                "-Q",
+                "sms",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(data_dir / "beat-schedule"),
+            ],
+        )
+        start(
+            "api",
+            [
+                str(bin_dir / "flask"),
+                "--app",
+                "api.app:create_app",
+                "run",
+                "--port",
+                str(port),
+                "--no-reload",
+                "--with-threads",
+            ],
+        )
         wait_for_port(sandbox_port)
         wait_for_port(port)
         print(banner(port=port, token=token, number_id=number_id), flush=True)
@@ -131,7 +173,7 @@ def banner(*, port: int, token: str, number_id: int) -> str:
         f"token    {token}\n"
         f"send     curl -s http://127.0.0.1:{port}/api/user/sms "
         f"-H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
-        f"-d '{{\"from\": {number_id}, \"to\": \"+14155550123\", \"body\": \"Hello\"}}'\n"
+        f'-d \'{{"from": {number_id}, "to": "+14155550123", "body": "Hello"}}\'\n'
         "Ctrl-C stops everything.\n"
     )
 

@@ -48,13 +48,23 @@ def send():
             raise Rejected("From number not found")
         with gw.sessions() as session:
             message = accept_message(
-                session, user_id=g.user_id, phone_number_id=req.from_, to=req.to,
-                body=req.body, status_callback=callback or None,
+                session,
+                user_id=g.user_id,
+                phone_number_id=req.from_,
+                to=req.to,
+                body=req.body,
+                status_callback=callback or None,
             )
             answer = {"message": "SMS queued for sending", "data": message_json(message)}
             if key is not None:
-                idempotency.remember(session, user_id=g.user_id, key=key, digest=digest,
-                                     answer=answer, message_id=message.id)
+                idempotency.remember(
+                    session,
+                    user_id=g.user_id,
+                    key=key,
+                    digest=digest,
+                    answer=answer,
+                    message_id=message.id,
+                )
             session.commit()
     except Rejected as rejected:
         raise ApiError(400, rejected.message) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import LedgerEntry, Message, User
@@ -20,7 +20,7 @@ class InsufficientBalance(Exception):
 
 def charge(session: Session, *, user_id: int, amount: Decimal, message_id: int) -> None:
     """Take `amount` from the balance in one conditional update, never below zero."""
-    result = session.execute(
+    result: CursorResult = session.execute(  # type: ignore[assignment]
         update(User)
         .where(User.id == user_id, User.balance >= amount)
         .values(balance=User.balance - amount)
@@ -73,7 +73,7 @@ def ledger_sum(session: Session, *, user_id: int) -> Decimal:
     total = session.scalar(
         select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(LedgerEntry.user_id == user_id)
     )
-    return Decimal(total)
+    return Decimal(total or 0)
 
 
 def _credit(session: Session, *, user_id: int, amount: Decimal) -> None:
@@ -83,4 +83,3 @@ def _credit(session: Session, *, user_id: int, amount: Decimal) -> None:
         .values(balance=User.balance + amount)
         .execution_options(synchronize_session=False)
     )
-

@@ -24,7 +24,7 @@ def check_callback_url(url: str, *, allow_private: bool) -> str:
     except (OSError, ValueError):
         raise Rejected(INVALID) from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if not address.is_global or address.is_multicast:
             raise Rejected(INVALID)
     return url.strip()

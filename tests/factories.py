@@ -15,7 +15,8 @@ def make_user(
 ) -> tuple[int, str]:
     """Create a user with a balance (through the ledger) and return (id, token)."""
     user, token = accounts.create_user(
-        session, email=email or f"user{id(session)}-{_seq()}@example.com",
+        session,
+        email=email or f"user{id(session)}-{_seq()}@example.com",
         balance=Decimal(balance),
     )
     session.commit()
@@ -33,8 +34,12 @@ def make_number(
 ) -> int:
     """Give a user a phone number and return its id."""
     phone = accounts.add_number(
-        session, user_id=user_id, number=number, sms_capable=sms_capable,
-        expires_at=expires_at, mps=mps,
+        session,
+        user_id=user_id,
+        number=number,
+        sms_capable=sms_capable,
+        expires_at=expires_at,
+        mps=mps,
     )
     session.commit()
     return phone.id

@@ -18,8 +18,11 @@ from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 
 @pytest.fixture
 def smsgw(database_url, engine):
-    env = {"DATABASE_URL": database_url, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-           "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
+    env = {
+        "DATABASE_URL": database_url,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+    }
 
     def run(*args: str, ok: bool = True):
         result = CliRunner().invoke(main, list(args), env=env)
@@ -34,18 +37,34 @@ def test_create_user_topup_token_number_price(smsgw, session):
     assert set(user) == {"id", "token"}
     assert user_for_token(session, user["token"]) == user["id"]
     assert smsgw("users", "topup", "--user", str(user["id"]), "--amount", "5.00") == {
-        "id": user["id"], "balance": 15.0,
+        "id": user["id"],
+        "balance": 15.0,
     }
     token = smsgw("tokens", "create", "--user", str(user["id"]))["token"]
     assert token != user["token"] and user_for_token(session, token) == user["id"]
-    number = smsgw("numbers", "add", "--user", str(user["id"]), "--number", "+15005550006",
-                   "--no-sms", "--expires-at", "2027-01-01", "--mps", "3")
+    number = smsgw(
+        "numbers",
+        "add",
+        "--user",
+        str(user["id"]),
+        "--number",
+        "+15005550006",
+        "--no-sms",
+        "--expires-at",
+        "2027-01-01",
+        "--mps",
+        "3",
+    )
     row = session.get(PhoneNumber, number["id"])
     assert (row.number, row.sms_capable, row.mps, str(row.expires_at)) == (
-        "+15005550006", False, 3, "2027-01-01 00:00:00",
+        "+15005550006",
+        False,
+        3,
+        "2027-01-01 00:00:00",
     )
     assert smsgw("prices", "set", "--country", "us", "--price", "0.0079") == {
-        "country": "US", "price": 0.0079,
+        "country": "US",
+        "price": 0.0079,
     }
     assert session.get(Price, "US").price == Decimal("0.0079")
     assert session.get(User, user["id"]).balance == ledger_sum(session, user_id=user["id"])
@@ -71,4 +90,11 @@ def test_db_upgrade_builds_the_schema_on_sqlite(tmp_path):
     result = CliRunner().invoke(main, ["db", "upgrade"], env=env)
     assert result.exit_code == 0, result.output
     tables = set(inspect(create_engine(url)).get_table_names())
-    assert {"users", "api_tokens", "phone_numbers", "prices", "messages", "ledger_entries"} <= tables
+    assert {
+        "users",
+        "api_tokens",
+        "phone_numbers",
+        "prices",
+        "messages",
+        "ledger_entries",
+    } <= tables

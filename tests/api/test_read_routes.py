@@ -9,8 +9,9 @@ TO = "+14155550123"
 
 
 def _send(client, token, number_id, to=TO):
-    answer = client.post("/api/user/sms", json={"from": number_id, "to": to, "body": "Hi"},
-                         headers=auth(token))
+    answer = client.post(
+        "/api/user/sms", json={"from": number_id, "to": to, "body": "Hi"}, headers=auth(token)
+    )
     assert answer.status_code == 201
     return answer.get_json()["data"]
 
@@ -50,11 +51,24 @@ def test_balance_and_numbers(client, session, account):
         "data": {"balance": 10, "currency": "USD"}
     }
     _send(client, token, number_id)
-    assert client.get("/api/user/balance", headers=auth(token)).get_json()["data"]["balance"] == 9.9921
+    assert (
+        client.get("/api/user/balance", headers=auth(token)).get_json()["data"]["balance"] == 9.9921
+    )
     numbers = client.get("/api/user/phone-numbers", headers=auth(token)).get_json()["data"]
     assert numbers == [
-        {"id": number_id, "number": "+15005550006", "sms_capable": True, "expires_at": None, "mps": 1},
-        {"id": number_id + 1, "number": "+15005550099", "sms_capable": False, "expires_at": None,
-         "mps": 3},
+        {
+            "id": number_id,
+            "number": "+15005550006",
+            "sms_capable": True,
+            "expires_at": None,
+            "mps": 1,
+        },
+        {
+            "id": number_id + 1,
+            "number": "+15005550099",
+            "sms_capable": False,
+            "expires_at": None,
+            "mps": 3,
+        },
     ]
     assert client.get("/api/user/balance").status_code == 401

@@ -75,10 +75,16 @@ def test_same_key_from_another_user_is_independent(client, session, account):
     other_id, other_token = make_user(session, balance="1")
     other_number = make_number(session, user_id=other_id, number="+15005550020")
     key = {"Idempotency-Key": "k1"}
-    a = client.post("/api/user/sms", json={"from": number_id, "to": TO, "body": "A"},
-                    headers={**auth(token), **key})
-    b = client.post("/api/user/sms", json={"from": other_number, "to": TO, "body": "B"},
-                    headers={**auth(other_token), **key})
+    a = client.post(
+        "/api/user/sms",
+        json={"from": number_id, "to": TO, "body": "A"},
+        headers={**auth(token), **key},
+    )
+    b = client.post(
+        "/api/user/sms",
+        json={"from": other_number, "to": TO, "body": "B"},
+        headers={**auth(other_token), **key},
+    )
     assert a.status_code == b.status_code == 201
     assert a.get_json()["data"]["id"] != b.get_json()["data"]["id"]
 

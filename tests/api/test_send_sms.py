@@ -51,7 +51,8 @@ def test_long_unicode_body_is_priced_per_segment(client, session, account):
     user_id, token, number_id = account
     answer = send(client, token, from_=number_id, body="é" * 71)  # é is GSM-7
     assert (answer.get_json()["data"]["segments"], answer.get_json()["data"]["encoding"]) == (
-        1, "GSM-7",
+        1,
+        "GSM-7",
     )
     answer = send(client, token, from_=number_id, body="ж" * 71)
     data = answer.get_json()["data"]
@@ -65,7 +66,9 @@ def test_recipient_is_stored_in_e164(client, account):
     assert answer.get_json()["data"]["to"] == TO
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}]
+)
 def test_missing_or_bad_token_is_401(client, account, headers):
     answer = client.post("/api/user/sms", json={}, headers=headers)
     assert answer.status_code == 401
@@ -92,8 +95,9 @@ def test_missing_or_bad_token_is_401(client, account, headers):
 )
 def test_malformed_requests_are_400(client, account, raw, message):
     _, token, _ = account
-    answer = client.post("/api/user/sms", data=raw, headers=auth(token),
-                         content_type="application/json")
+    answer = client.post(
+        "/api/user/sms", data=raw, headers=auth(token), content_type="application/json"
+    )
     assert answer.status_code == 400
     assert answer.get_json()["message"] == message
 
@@ -111,10 +115,18 @@ def test_from_number_rules(client, session, account):
     other_id, _ = make_user(session, balance="1")
     others = make_number(session, user_id=other_id, number="+15005550010")
     no_sms = make_number(session, user_id=user_id, number="+15005550011", sms_capable=False)
-    expired = make_number(session, user_id=user_id, number="+15005550012",
-                          expires_at=datetime.utcnow() - timedelta(days=1))
-    future = make_number(session, user_id=user_id, number="+15005550013",
-                         expires_at=datetime.utcnow() + timedelta(days=30))
+    expired = make_number(
+        session,
+        user_id=user_id,
+        number="+15005550012",
+        expires_at=datetime.utcnow() - timedelta(days=1),
+    )
+    future = make_number(
+        session,
+        user_id=user_id,
+        number="+15005550013",
+        expires_at=datetime.utcnow() + timedelta(days=30),
+    )
     cases = {
         others: "From number not found",
         999999: "From number not found",
@@ -170,7 +182,8 @@ def test_status_callback_must_be_public_http(client, account):
 
 def test_oversized_request_is_413(client, account):
     _, token, number_id = account
-    answer = client.post("/api/user/sms", data="x" * 100_000, headers=auth(token),
-                         content_type="application/json")
+    answer = client.post(
+        "/api/user/sms", data="x" * 100_000, headers=auth(token), content_type="application/json"
+    )
     assert answer.status_code == 413
     assert "message" in answer.get_json()
