@@ -65,8 +65,8 @@ def _grapheme_ends(body: str) -> list[int]:
     # Twilio's calculator breaks CR LF into two characters, so a segment may end
     # between them. A grapheme too long for any segment (a letter under dozens of
     # combining marks) can only be sent cut, so it is cut between code points.
-    # Both are rare; the cheap test (no code point is over 2 units) keeps them off
-    # the common path.
+    # Both are rare, and a grapheme of k code points has at most 2k units, so one cheap
+    # test keeps the common case from looking at each grapheme.
     if "\r\n" in graphemes or 2 * max(map(len, graphemes)) > MULTI_LIMIT[UCS2]:
         graphemes = [
             atom

@@ -20,6 +20,7 @@ from shared.segments import (
 EXTENSION = set("\f^{}\\[~]|€")
 SINGLE = {GSM7: 160, UCS2: 70}
 MULTI = {GSM7: 153, UCS2: 67}
+GSM_CHARS = set(GSM7_BASIC) | EXTENSION
 
 FAMILY = "👨\u200d👩\u200d👧\u200d👦"  # 4 emoji and 3 joiners: 11 UTF-16 units
 FLAG = "🇫🇷"  # two regional indicators: 4 units
@@ -218,7 +219,7 @@ def test_matches_the_calculators_test_data(body: str, expected: SegmentCount) ->
 def twilio_split(body: str) -> list[str]:
     """Port Twilio's SegmentedMessage._buildSegments and Segment.addHeader, in bits."""
     graphemes = [a for g in regex.findall(r"\X", body) for a in (g if g == "\r\n" else (g,))]
-    gsm = all(g in GSM7_BASIC or g in EXTENSION for g in graphemes)
+    gsm = all(g in GSM_CHARS for g in graphemes)  # a set: a longer grapheme is never in it
 
     def bits(g: str) -> int:
         return 7 * units(g, GSM7) if gsm else 16 * units(g, UCS2)
