@@ -162,10 +162,23 @@ def prices_set(country: str, price: str) -> None:
 @click.option("--latency-ms", type=int, default=0, help="Delay before answering a create.")
 @click.option("--rate-429", type=float, default=0.0, help="Fraction of creates answered 429.")
 @click.option("--rate-500", type=float, default=0.0, help="Fraction of creates answered 500.")
+@click.option("--rate-slow", type=float, default=0.0, help="Fraction of creates answered late.")
+@click.option("--slow-ms", type=int, default=0, help="How late a slow create answers.")
 @click.option("--rate-undelivered", type=float, default=0.0, help="Fraction ending undelivered.")
 @click.option("--no-callbacks", is_flag=True, help="Post no status callbacks.")
 @click.option("--seed", type=int, default=None, help="Make fault injection reproducible.")
-def sandbox(port, host, latency_ms, rate_429, rate_500, rate_undelivered, no_callbacks, seed):
+def sandbox(
+    port,
+    host,
+    latency_ms,
+    rate_429,
+    rate_500,
+    rate_slow,
+    slow_ms,
+    rate_undelivered,
+    no_callbacks,
+    seed,
+):
     """Serve the local Twilio-compatible sandbox.
 
     It accepts TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN from the environment,
@@ -182,6 +195,8 @@ def sandbox(port, host, latency_ms, rate_429, rate_500, rate_undelivered, no_cal
         account_sid=os.environ.get("TWILIO_ACCOUNT_SID") or SANDBOX_ACCOUNT_SID,
         auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or SANDBOX_AUTH_TOKEN,
         latency_ms=latency_ms,
+        rate_slow=rate_slow,
+        slow_ms=slow_ms,
         rate_429=rate_429,
         rate_500=rate_500,
         rate_undelivered=rate_undelivered,

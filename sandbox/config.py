@@ -24,6 +24,8 @@ class SandboxConfig:
     """
 
     latency_ms: int = 0
+    rate_slow: float = 0.0
+    slow_ms: int = 0
     rate_429: float = 0.0
     rate_500: float = 0.0
     rate_undelivered: float = 0.0
