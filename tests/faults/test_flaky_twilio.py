@@ -10,13 +10,13 @@ import requests
 from sqlalchemy import func, select
 
 from api.dev import free_port
+from sandbox.server import start_in_thread
 from shared import messaging
 from shared.models import Message
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.factories import make_number, make_user, set_price
 from tests.processes import celery_worker, gateway_env, wait_until
 from worker.factory import make_celery
-from sandbox.server import start_in_thread
 
 COUNT = 200
 
