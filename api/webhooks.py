@@ -1,0 +1,78 @@
+"""Twilio's webhooks: status callbacks and incoming messages, both signature-checked.
+
+The signature is checked against the public URL Twilio called, built from
+`PUBLIC_BASE_URL` rather than from the request, so it holds behind a
+TLS-terminating proxy. There is no switch to turn the check off.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, request
+from twilio.request_validator import RequestValidator
+
+from api.errors import ApiError
+from api.gateway import gateway
+from shared import delivery, optouts
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
+log = logging.getLogger(__name__)
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+def public_url() -> str:
+    """Return the URL Twilio signed: the public base, the path and the raw query string."""
+    base = gateway().settings.public_base_url.rstrip("/")
+    query = request.query_string.decode("latin-1")
+    return f"{base}{request.path}" + (f"?{query}" if query else "")
+
+
+@bp.before_request
+def check_signature() -> None:
+    """Answer 403, changing nothing, unless X-Twilio-Signature is valid for this request."""
+    signature = request.headers.get("X-Twilio-Signature", "")
+    validator = RequestValidator(gateway().settings.twilio_auth_token)
+    if not signature or not validator.validate(public_url(), request.form, signature):
+        log.warning("Twilio webhook %s with a missing or bad signature refused", request.path)
+        raise ApiError(403, "Invalid signature")
+
+
+@bp.post("/status")
+def status():
+    """Record and apply one status callback; 204 also for repeats and unknown SIDs."""
+    form = request.form
+    sid, twilio_status = form.get("MessageSid", ""), form.get("MessageStatus", "")
+    if not sid or not twilio_status:
+        raise ApiError(400, "MessageSid and MessageStatus are required")
+    raw_id = request.args.get("message_id", "")
+    gw = gateway()
+    with gw.sessions() as session:
+        applied = delivery.apply_callback(
+            session,
+            sid=sid,
+            status=twilio_status.lower(),
+            error_code=delivery.parse_error_code(form.get("ErrorCode")),
+            token=request.headers.get("I-Twilio-Idempotency-Token"),
+            message_id=int(raw_id) if raw_id.isdigit() and len(raw_id) < 10 else None,
+            to=form.get("To") or None,
+        )
+        session.commit()
+    if applied.callback_id is not None:
+        try:
+            gw.celery.send_task("deliver_user_callback", args=[applied.callback_id])
+        except Exception as exc:  # the sweeper delivers it later; the update stands
+            log.warning("user callback %s not enqueued: %s", applied.callback_id, exc)
+    return "", 204
+
+
+@bp.post("/inbound")
+def inbound():
+    """Apply STOP- and START-family keywords; answer empty TwiML."""
+    form = request.form
+    with gateway().sessions() as session:
+        optouts.apply_inbound(
+            session, to=form.get("To", ""), from_=form.get("From", ""), body=form.get("Body", "")
+        )
+        session.commit()
+    return Response(EMPTY_TWIML, mimetype="text/xml")

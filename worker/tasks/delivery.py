@@ -1,0 +1,78 @@
+"""Beat jobs of delivery: reconciliation, and status callbacks to users.
+
+Thin adapters over `shared.reconcile` and `shared.user_callbacks`; every task
+takes ids only and is safe to run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from shared import reconcile, user_callbacks
+from worker.context import context_for
+from worker.factory import MAX_COUNTDOWN
+
+log = logging.getLogger(__name__)
+RECONCILE_BATCH = 100
+SWEEP_BATCH = 500
+
+
+@shared_task(name="deliver_user_callback", bind=True, acks_late=True, reject_on_worker_lost=True)
+def deliver_user_callback(self, callback_id: int) -> str:  # type: ignore[no-untyped-def]
+    """Post one status event to the user's URL; on failure schedule the next attempt.
+
+    A wait longer than the broker's redelivery window is left to the sweeper.
+    """
+    context = context_for(self.app)
+    outcome = user_callbacks.attempt(context.session_factory, callback_id=callback_id)
+    if outcome.kind == "retry" and outcome.delay <= MAX_COUNTDOWN:
+        self.apply_async(args=[callback_id], countdown=outcome.delay)
+        user_callbacks.mark_enqueued(context.session_factory, callback_id=callback_id)
+    return outcome.kind
+
+
+@shared_task(name="sweep_user_callbacks", bind=True)
+def sweep_user_callbacks(self) -> int:  # type: ignore[no-untyped-def]
+    """Enqueue the due status events whose task was lost or never enqueued."""
+    context = context_for(self.app)
+    ids = user_callbacks.due(context.session_factory, limit=SWEEP_BATCH)
+    task = self.app.tasks[deliver_user_callback.name]
+    for callback_id in ids:
+        task.delay(callback_id)
+    if ids:
+        log.info("sweep_user_callbacks: enqueued %d", len(ids))
+    return len(ids)
+
+
+@shared_task(name="reconcile_messages", bind=True)
+def reconcile_messages(self) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Settle messages left without a SID, and fetch those left without a final status."""
+    context = context_for(self.app)
+    settings = context.settings
+    # A message waiting for a send retry must never look stuck.
+    unsent_age = max(settings.reconcile_unsent_after_seconds, MAX_COUNTDOWN + 60)
+    unsent = reconcile.reconcile_unsent(
+        context.session_factory, context.provider,
+        older_than_seconds=unsent_age, limit=RECONCILE_BATCH,
+    )
+    unfinished = reconcile.reconcile_unfinished(
+        context.session_factory, context.provider,
+        older_than_seconds=settings.reconcile_unfinished_after_seconds, limit=RECONCILE_BATCH,
+    )
+    send = self.app.tasks["send_message"]
+    for message_id in unsent.resend:
+        send.delay(message_id)
+    deliver = self.app.tasks[deliver_user_callback.name]
+    for callback_id in unsent.callbacks + unfinished.callbacks:
+        deliver.delay(callback_id)
+    counts = {
+        "adopted": len(unsent.adopted),
+        "failed": len(unsent.failed),
+        "resent": len(unsent.resend),
+        "updated": len(unfinished.updated),
+    }
+    if any(counts.values()):
+        log.info("reconcile_messages: %s", counts)
+    return counts
