@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway (not tests); `make bench` runs the campaign benchmark."""
