@@ -1,0 +1,155 @@
+"""`GET /metrics` in Prometheus text, and the per-request hooks that feed it.
+
+Under gunicorn, `gunicorn.conf.py` sets `PROMETHEUS_MULTIPROC_DIR` before the
+app is imported, so each worker process counts in files and a scrape of any
+one of them returns the sum of all. Queue depths are read from Redis (`LLEN`)
+at scrape time. The same hooks give each request its id (the `X-Request-Id`
+header if it is sane, else a new one), for the logs and the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import redis
+from celery.signals import before_task_publish
+from flask import Blueprint, Flask, Response, current_app, g, has_request_context, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+from api.openapi import document
+from shared import logs
+from worker import metrics as worker_metrics
+
+bp = Blueprint("metrics", __name__)
+log = logging.getLogger(__name__)
+FINAL_STATUSES = ("delivered", "undelivered", "failed")
+_SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+REQUESTS = Counter(
+    "smsgw_http_requests_total",
+    "HTTP requests by route, method and status",
+    ["route", "method", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "smsgw_http_request_duration_seconds", "Time to answer an HTTP request", ["route"]
+)
+WEBHOOKS = Counter(
+    "smsgw_webhooks_total", "Twilio webhook calls by endpoint and outcome", ["endpoint", "outcome"]
+)
+ACCEPTED = worker_metrics.ACCEPTED
+FINISHED = worker_metrics.FINISHED
+
+
+class QueueDepth:
+    """A collector that reads the length of each Celery queue from Redis when scraped."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        gw = self.app.extensions["smsgw"]
+        family = GaugeMetricFamily(
+            "smsgw_queue_depth", "Tasks waiting in a queue", labels=["queue"]
+        )
+        try:
+            client = self.app.extensions.get("smsgw_metrics_redis")
+            if client is None:
+                client = redis.Redis.from_url(
+                    gw.settings.redis_url, socket_timeout=1, socket_connect_timeout=1
+                )
+                self.app.extensions["smsgw_metrics_redis"] = client
+            for name in queue_names(gw.celery.conf):
+                family.add_metric([name], client.llen(name))
+        except redis.RedisError as error:
+            log.warning("queue depth unavailable: %s", error)
+        yield family
+
+
+def queue_names(conf: Any) -> list[str]:
+    """Return every queue the Celery configuration names."""
+    names = {conf.task_default_queue}
+    for route in (conf.task_routes or {}).values() if isinstance(conf.task_routes, dict) else ():
+        if isinstance(route, dict) and route.get("queue"):
+            names.add(route["queue"])
+    names.update(q.name for q in conf.task_queues or () if q.name)
+    return sorted(names)
+
+
+class _Collected:
+    """The metrics of another registry (all processes', or this process's)."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        return self.source.collect()
+
+
+@bp.get("/metrics")
+@document("Prometheus metrics", responses={200: "Prometheus text format"}, tag="operations")
+def metrics() -> Response:
+    """Answer every metric in Prometheus text."""
+    registry = CollectorRegistry()
+    registry.register(_Collected(worker_metrics.registry()))
+    registry.register(QueueDepth(current_app))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@before_task_publish.connect
+def _count_accepted(sender: str | None = None, **_: object) -> None:
+    """Count a single send once its message is queued (an idempotent replay queues nothing)."""
+    if sender == "send_message" and has_request_context() and request.endpoint == "sms.send":
+        ACCEPTED.labels("single").inc()
+
+
+def _begin() -> None:
+    g.metrics_started = time.perf_counter()
+    incoming = request.headers.get("X-Request-Id", "")
+    g.request_id = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id_token = logs.request_id.set(g.request_id)
+
+
+def _finish(response: Response) -> Response:
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    status = response.status_code
+    REQUESTS.labels(route, request.method, str(status)).inc()
+    started = g.get("metrics_started")
+    if started is not None:
+        REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+    if route.startswith("/webhooks/"):
+        outcome = "ok" if status < 300 else "forbidden" if status == 403 else f"error_{status}"
+        WEBHOOKS.labels(route, outcome).inc()
+        reported = request.form.get("MessageStatus", "")
+        if route == "/webhooks/twilio/status" and status < 300 and reported in FINAL_STATUSES:
+            FINISHED.labels(reported).inc()
+    if "request_id" in g:
+        response.headers["X-Request-Id"] = g.request_id
+    return response
+
+
+def _end(_: BaseException | None) -> None:
+    token = g.pop("request_id_token", None)
+    if token is not None:
+        try:
+            logs.request_id.reset(token)
+        except ValueError:
+            logs.request_id.set(None)
+
+
+def init_app(app: Flask) -> None:
+    """Install the request hooks and the `/metrics` route."""
+    app.before_request(_begin)
+    app.after_request(_finish)
+    app.teardown_request(_end)
+    app.register_blueprint(bp)

@@ -1,0 +1,100 @@
+"""Gunicorn settings for the API: `gunicorn -c gunicorn.conf.py "api.app:create_app()"`.
+
+Environment: `GUNICORN_BIND` (default 0.0.0.0:8000), `WEB_CONCURRENCY` (default
+2 × CPUs + 1), `GUNICORN_TIMEOUT` (30 s), `PROMETHEUS_MULTIPROC_DIR` (default
+a fresh temporary directory). Logs, access log included, are JSON lines on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gunicorn.glogging import Logger
+
+from shared.logs import JsonFormatter
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 30
+keepalive = 5
+# A worker is replaced now and then, so a slow leak never grows for long.
+max_requests = 10_000
+max_requests_jitter = 1_000
+# The control socket has one fixed path per user: two servers on a host would share it.
+control_socket_disable = True
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+if Path("/dev/shm").is_dir():
+    worker_tmp_dir = "/dev/shm"  # heartbeat files off the container's overlay disk
+
+# prometheus_client reads this before the app is imported (in the workers,
+# after the fork): every worker then counts in files that /metrics sums.
+_owned = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _owned:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="smsgw-metrics-")
+metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+class JsonLogger(Logger):
+    """Gunicorn's logger, writing its error log and access log as JSON lines."""
+
+    def setup(self, cfg) -> None:  # type: ignore[no-untyped-def]
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
+        for handler in self.access_log.handlers:
+            handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def access(self, resp, req, environ, request_time) -> None:  # type: ignore[no-untyped-def]
+        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.syslog):
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        line = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": "INFO",
+            "logger": "gunicorn.access",
+            "msg": f"{atoms['m']} {atoms['U']} {atoms['s']}",
+            "request_id": atoms.get("{x-request-id}o") or None,
+            "remote": atoms["h"],
+            "method": atoms["m"],
+            "path": atoms["U"],
+            "status": resp.status_code if hasattr(resp, "status_code") else atoms["s"],
+            "bytes": atoms["B"],
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "user_agent": atoms["a"],
+        }
+        self.access_log.info(json.dumps(line))
+
+
+logger_class = JsonLogger
+
+
+def on_starting(server) -> None:  # type: ignore[no-untyped-def]
+    """Start with an empty metrics directory: counts of an earlier run must not leak in."""
+    path = Path(metrics_dir)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """Drop the live gauges of a worker that exited; its counters stay in the sum."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:  # type: ignore[no-untyped-def]
+    """Remove the metrics directory if this config made it."""
+    if _owned:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,83 @@
+"""GET /metrics in one process: requests, accepted messages, webhook outcomes, queue depth.
+
+tests/ops/test_compose.py checks the same under gunicorn with two workers, and
+the worker's own metrics (hand-offs, latency, Twilio error codes).
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.api.conftest import auth
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(?:{{(.*)}})? (\S+)$", line)
+        if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+def scrape(client) -> str:
+    answer = client.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.content_type.startswith("text/plain")
+    return answer.get_data(as_text=True)
+
+
+def test_requests_accepted_messages_and_queue_depth(client, account, redis_client):
+    _, token, number_id = account
+    before = scrape(client)
+    sent = client.post(
+        "/api/user/sms",
+        headers={**auth(token), "Idempotency-Key": "m-1"},
+        json={"from": number_id, "to": "+14155550123", "body": "Hi"},
+    )
+    assert sent.status_code == 201
+    replay = client.post(
+        "/api/user/sms",
+        headers={**auth(token), "Idempotency-Key": "m-1"},
+        json={"from": number_id, "to": "+14155550123", "body": "Hi"},
+    )
+    assert replay.status_code == 201
+    assert client.get("/api/user/sms/999999", headers=auth(token)).status_code == 404
+    after = scrape(client)
+
+    def grew(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert (
+        grew("smsgw_http_requests_total", route="/api/user/sms", method="POST", status="201") == 2
+    )
+    assert (
+        grew("smsgw_http_requests_total", route="/api/user/sms/<int:message_id>", status="404") == 1
+    )
+    assert grew("smsgw_messages_accepted_total", kind="single") == 1  # the replay queued nothing
+    assert metric(after, "smsgw_queue_depth", queue="sms") == redis_client.llen("sms") == 1
+    assert 'smsgw_queue_depth{queue="campaign"}' in after
+
+
+def test_webhook_outcomes_are_counted(client):
+    before = scrape(client)
+    refused = client.post("/webhooks/twilio/status", data={"MessageSid": "SM1"})
+    assert refused.status_code == 403
+    after = scrape(client)
+    labels = {"endpoint": "/webhooks/twilio/status", "outcome": "forbidden"}
+    assert (
+        metric(after, "smsgw_webhooks_total", **labels)
+        - metric(before, "smsgw_webhooks_total", **labels)
+        == 1
+    )
+
+
+def test_every_answer_carries_a_request_id(client):
+    assert (
+        client.get("/healthz", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"]
+        == "abc-123"
+    )
+    generated = client.get("/healthz", headers={"X-Request-Id": "bad id <script>"}).headers[
+        "X-Request-Id"
+    ]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated)

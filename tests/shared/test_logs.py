@@ -1,0 +1,44 @@
+"""JSON log lines: the ids in scope, extras kept, secrets and bodies dropped."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from shared import logs
+from worker.logs import task_ids
+
+
+def line(record_msg: str, **extra) -> dict:
+    record = logging.LogRecord("smsgw.test", logging.INFO, __file__, 1, record_msg, None, None)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return json.loads(logs.JsonFormatter().format(record))
+
+
+def test_a_line_carries_the_ids_in_scope_and_extras():
+    token = logs.request_id.set("req-1")
+    message = logs.message_id.set(42)
+    try:
+        out = line("message accepted", attempt=2)
+    finally:
+        logs.message_id.reset(message)
+        logs.request_id.reset(token)
+    assert out["msg"] == "message accepted" and out["level"] == "INFO"
+    assert out["request_id"] == "req-1" and out["message_id"] == 42 and out["attempt"] == 2
+    assert "campaign_id" not in out
+
+
+def test_secret_fields_never_reach_a_line():
+    out = line("sent", body="hello there", token="tok", auth_token="x", Authorization="Bearer y")
+    assert not {"body", "token", "auth_token", "Authorization"} & set(out)
+
+
+def test_a_tasks_ids_come_from_its_arguments_by_name():
+    class Task:
+        request = type("Request", (), {"smsgw_request_id": "req-9", "headers": None})()
+
+        def run(self, campaign_id: int, chain: str) -> None: ...
+
+    assert task_ids(Task(), [7], {"chain": "a"}) == {"campaign_id": 7, "request_id": "req-9"}
+    assert task_ids(Task(), [], {"campaign_id": 8}) == {"campaign_id": 8, "request_id": "req-9"}
