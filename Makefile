@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint fmt migrate api worker beat flower sandbox bench compose-up
+# The worker's prefork children count metrics in files here (worker/metrics.py).
+METRICS_DIR ?= /tmp/smsgw-worker-metrics
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,17 +39,27 @@ fmt: $(STAMP) ## Format the code
 migrate: $(STAMP) ## Apply database migrations (DATABASE_URL)
 	$(BIN)/smsgw db upgrade
 
-api: $(STAMP) ## Serve the API with gunicorn
-	$(BIN)/gunicorn "api.app:create_app()"
+api: $(STAMP) ## Serve the API with gunicorn (gunicorn.conf.py: workers from CPUs, JSON logs)
+	$(BIN)/gunicorn -c gunicorn.conf.py "api.app:create_app()"
 
-worker: $(STAMP) ## Run a Celery worker
-	$(BIN)/celery -A worker.celery_app worker --loglevel INFO
+worker: $(STAMP) ## Run a Celery worker on the single-send and campaign queues
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) \
+	  $(BIN)/celery -A worker.celery_app --quiet worker -Q sms,campaign --loglevel INFO
 
 beat: $(STAMP) ## Run the Celery beat scheduler
-	$(BIN)/celery -A worker.celery_app beat --loglevel INFO
+	$(BIN)/celery -A worker.celery_app --quiet beat --loglevel INFO
 
-flower: $(STAMP) ## Run the Flower dashboard on port 5555
+flower: $(STAMP) ## Run Flower on port 5555 (FLOWER_BASIC_AUTH=user:password, or SMSGW_DEV=true)
 	$(BIN)/celery -A worker.celery_app flower --port=5555
 
 sandbox: $(STAMP) ## Run the Twilio sandbox on port 8025
 	$(BIN)/smsgw sandbox --port 8025
+
+bench: $(STAMP) ## Benchmarks beside their baselines: API, hand-off, campaigns (needs wrk)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)"; exit 1; }
+	$(BIN)/python -m bench
+
+compose-up: ## Build and start everything with Docker Compose (the sandbox if no Twilio SID)
+	@test -n "$$FLOWER_BASIC_AUTH" || { echo "set FLOWER_BASIC_AUTH=user:password first"; exit 1; }
+	docker compose $(if $(TWILIO_ACCOUNT_SID),,--profile sandbox) up --build --detach

@@ -6,8 +6,9 @@ import logging
 
 from flask import Flask
 
-from api import account, errors, health, sms
+from api import account, campaigns, errors, health, metrics, openapi, sms, webhooks
 from api.gateway import Gateway
+from shared import logs
 from shared.db import make_engine, make_session_factory
 from shared.settings import Settings, settings_or_exit
 from worker.factory import make_celery
@@ -16,6 +17,7 @@ from worker.factory import make_celery
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API for the given settings, or for the environment's."""
     settings = settings or settings_or_exit()
+    logs.configure(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
@@ -27,7 +29,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         celery=make_celery(settings),
     )
     errors.register(app)
-    for module in (sms, account, health):
+    metrics.init_app(app)
+    for module in (sms, campaigns, account, health, webhooks):
         app.register_blueprint(module.bp)
+    app.register_blueprint(openapi.bp)
     logging.getLogger(__name__).info("api ready")
     return app

@@ -137,7 +137,7 @@ def run(*, port: int, sandbox_port: int, data_dir: Path) -> int:
                 "-c",
                 "4",
                 "-Q",
-                "sms",
+                "sms,campaign",
                 "--loglevel",
                 "INFO",
                 "--schedule",

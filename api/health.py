@@ -6,17 +6,24 @@ from flask import Blueprint
 from sqlalchemy import text
 
 from api.gateway import gateway
+from api.openapi import document
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@document("Liveness: 200 while the process runs", responses={200: "ok"}, tag="operations")
 def healthz():
     """Answer 200 while the process runs."""
     return {"status": "ok"}
 
 
 @bp.get("/readyz")
+@document(
+    "Readiness: 200 when the database and the broker answer, else 503 naming which",
+    responses={200: "ready", 503: "unavailable"},
+    tag="operations",
+)
 def readyz():
     """Answer 200 when the database and the broker both answer, else 503 naming the failure."""
     gw = gateway()

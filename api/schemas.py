@@ -68,3 +68,130 @@ def check_body(body: str) -> None:
     if len(body) > MAX_BODY_CHARS:
         text = f"The body field must not be greater than {MAX_BODY_CHARS} characters"
         raise ApiError(400, text, {"body": [text]})
+
+
+# Response models (issue 5): they describe the answers in /openapi.json, and the
+# OpenAPI tests validate real answers against them.
+Timestamp = Field(pattern=r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$", description="UTC")
+
+
+class ErrorOut(BaseModel):
+    """An error: the contract's message, per-field errors, or 5xx detail."""
+
+    message: str
+    errors: dict[str, list[str]] | None = None
+    error: str | None = None
+
+
+class MessageOut(BaseModel):
+    """One message as the API shows it."""
+
+    id: int
+    phone_number_id: int
+    to: str
+    body: str
+    user_id: int
+    segments: int
+    segment_price: float
+    total_cost: float
+    status: str = Field(
+        description="queued, sending, sent, delivered, undelivered, failed, canceled"
+    )
+    sms_sid: str | None
+    encoding: str = Field(description="GSM-7 or UCS-2")
+    error_code: int | None
+    error_message: str | None
+    created_at: str = Timestamp
+    updated_at: str = Timestamp
+
+
+class SmsQueued(BaseModel):
+    """The message was charged and queued."""
+
+    message: str
+    data: MessageOut
+
+
+class SmsOne(BaseModel):
+    """One message."""
+
+    data: MessageOut
+
+
+class PageMeta(BaseModel):
+    page: int
+    per_page: int
+    total: int
+
+
+class SmsPage(BaseModel):
+    """A page of messages, newest first."""
+
+    data: list[MessageOut]
+    meta: PageMeta
+
+
+class SmsQuery(BaseModel):
+    """Filters and pagination of `GET /api/user/sms`."""
+
+    status: str | None = None
+    campaign_id: int | None = None
+    to: str | None = None
+    page: int = Field(default=1, ge=1)
+    per_page: int = Field(default=20, ge=1, le=100)
+
+
+class Balance(BaseModel):
+    balance: float
+    currency: str
+
+
+class BalanceOut(BaseModel):
+    """The prepaid balance."""
+
+    data: Balance
+
+
+class PhoneNumberOut(BaseModel):
+    id: int
+    number: str
+    sms_capable: bool
+    expires_at: str | None = Timestamp
+    mps: int
+
+
+class PhoneNumbersOut(BaseModel):
+    """The user's phone numbers."""
+
+    data: list[PhoneNumberOut]
+
+
+class WebhookSecret(BaseModel):
+    webhook_secret: str
+
+
+class WebhookSecretOut(BaseModel):
+    """The secret whose HMAC-SHA256 signs your status callbacks (`X-Signature`)."""
+
+    data: WebhookSecret
+
+
+class TwilioStatusForm(BaseModel):
+    """Twilio's status callback (form-encoded), signed with `X-Twilio-Signature`."""
+
+    MessageSid: str
+    MessageStatus: str
+    ErrorCode: str | None = None
+    AccountSid: str | None = None
+    From: str | None = None
+    To: str | None = None
+
+
+class TwilioInboundForm(BaseModel):
+    """Twilio's incoming-message webhook (form-encoded), signed with `X-Twilio-Signature`."""
+
+    MessageSid: str
+    From: str
+    To: str
+    Body: str
+    AccountSid: str | None = None

@@ -30,6 +30,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "encoding": message.encoding,
         "error_code": message.error_code,
         "error_message": message.error_message,
+        "campaign_id": message.campaign_id,
         "created_at": timestamp(message.created_at),
         "updated_at": timestamp(message.updated_at),
     }

@@ -12,7 +12,18 @@ from api import idempotency
 from api.auth import require_user
 from api.errors import ApiError
 from api.gateway import gateway
-from api.schemas import SendSms, check_body, json_body, parse
+from api.openapi import document
+from api.schemas import (
+    ErrorOut,
+    SendSms,
+    SmsOne,
+    SmsPage,
+    SmsQuery,
+    SmsQueued,
+    check_body,
+    json_body,
+    parse,
+)
 from api.serialize import message_json
 from shared.callback_urls import check_callback_url
 from shared.messaging import Rejected, accept_message, fail
@@ -27,6 +38,12 @@ STATUSES = ("queued", "sending", "sent", "delivered", "undelivered", "failed", "
 
 
 @bp.post("/sms")
+@document(
+    "Send one SMS",
+    body=SendSms,
+    responses={201: SmsQueued, 400: ErrorOut, 409: ErrorOut, 500: ErrorOut},
+    description="Header `Idempotency-Key` makes a repeat return the first answer.",
+)
 def send():
     """Accept, charge and queue one SMS; the worker hands it to Twilio."""
     data = json_body()
@@ -90,6 +107,7 @@ def send():
 
 
 @bp.get("/sms/<int:message_id>")
+@document("One of your messages", responses={200: SmsOne, 404: ErrorOut})
 def show(message_id: int):
     """Return one of the user's messages."""
     with gateway().sessions() as session:
@@ -102,6 +120,7 @@ def show(message_id: int):
 
 
 @bp.get("/sms")
+@document("List your messages", query=SmsQuery, responses={200: SmsPage, 400: ErrorOut})
 def index():
     """List the user's messages, newest first, filtered and paginated."""
     page = _int_arg("page", 1, 1, 10**6)
@@ -112,6 +131,8 @@ def index():
         if status not in STATUSES:
             raise ApiError(400, f"The status field must be one of {', '.join(STATUSES)}")
         query = query.where(Message.status == status)
+    if request.args.get("campaign_id"):
+        query = query.where(Message.campaign_id == _int_arg("campaign_id", 0, 1, MAX_ID))
     if request.args.get("to"):
         query = query.where(Message.to == request.args["to"].strip().replace(" ", "+"))
     with gateway().sessions() as session:

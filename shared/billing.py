@@ -7,10 +7,14 @@ with whatever else the change belongs to (the message row, for a charge).
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, Select, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from shared.db import utcnow
 from shared.models import LedgerEntry, Message, User
 
 
@@ -20,14 +24,7 @@ class InsufficientBalance(Exception):
 
 def charge(session: Session, *, user_id: int, amount: Decimal, message_id: int) -> None:
     """Take `amount` from the balance in one conditional update, never below zero."""
-    result: CursorResult = session.execute(  # type: ignore[assignment]
-        update(User)
-        .where(User.id == user_id, User.balance >= amount)
-        .values(balance=User.balance - amount)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        raise InsufficientBalance()
+    _debit(session, user_id=user_id, amount=amount)
     session.add(LedgerEntry(user_id=user_id, amount=-amount, kind="charge", message_id=message_id))
     session.flush()
 
@@ -76,6 +73,18 @@ def ledger_sum(session: Session, *, user_id: int) -> Decimal:
     return Decimal(total or 0)
 
 
+def _debit(session: Session, *, user_id: int, amount: Decimal) -> None:
+    """Take `amount` in one conditional update, so concurrent charges can never overdraw."""
+    result: CursorResult = session.execute(  # type: ignore[assignment]
+        update(User)
+        .where(User.id == user_id, User.balance >= amount)
+        .values(balance=User.balance - amount)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise InsufficientBalance()
+
+
 def _credit(session: Session, *, user_id: int, amount: Decimal) -> None:
     session.execute(
         update(User)
@@ -83,3 +92,45 @@ def _credit(session: Session, *, user_id: int, amount: Decimal) -> None:
         .values(balance=User.balance + amount)
         .execution_options(synchronize_session=False)
     )
+
+
+def charge_campaign(session: Session, *, user_id: int, amount: Decimal, note: str) -> None:
+    """Take a whole campaign's cost in one conditional update, with one ledger row.
+
+    Its messages carry their own `total_cost`, so each can later be refunded
+    once, by `refund` or `refund_messages`, against the unique (message_id, kind).
+    """
+    _debit(session, user_id=user_id, amount=amount)
+    session.add(LedgerEntry(user_id=user_id, amount=-amount, kind="charge", note=note[:255]))
+    session.flush()
+
+
+def refund_messages(
+    session: Session, *, user_id: int, message_ids: Select[Any], note: str
+) -> Decimal:
+    """Refund every message of `message_ids` not refunded yet, in bulk; return the sum.
+
+    One ledger row per message; the unique (message_id, kind) index skips any
+    message refunded before or at the same moment, so none is refunded twice.
+    """
+    dialect = session.get_bind().dialect.name
+    insert_into = sqlite_insert if dialect == "sqlite" else pg_insert
+    source = select(
+        Message.user_id,
+        Message.total_cost,
+        literal("refund"),
+        Message.id,
+        literal(note[:255]),
+        literal(utcnow()),
+    ).where(Message.id.in_(message_ids), Message.user_id == user_id, Message.total_cost > 0)
+    statement = (
+        insert_into(LedgerEntry)
+        .from_select(["user_id", "amount", "kind", "message_id", "note", "created_at"], source)
+        .on_conflict_do_nothing(index_elements=["message_id", "kind"])
+        .returning(LedgerEntry.amount)
+    )
+    total = sum(session.scalars(statement), Decimal(0))
+    if total:
+        _credit(session, user_id=user_id, amount=total)
+    session.flush()
+    return total

@@ -17,9 +17,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import messaging
+from shared import messaging, optouts, user_callbacks
 from shared.db import utcnow
-from shared.models import Message, OptOut
+from shared.models import Message
 from shared.providers import (
     PermanentError,
     Provider,
@@ -31,7 +31,7 @@ from shared.providers import (
 
 log = logging.getLogger(__name__)
 ACTIVE = ("queued", "sending")
-OPTED_OUT = 21610
+OPTED_OUT = optouts.OPTED_OUT_CODE
 # Twilio's clock and ours may differ; look a little before our own call.
 FIND_MARGIN = timedelta(minutes=1)
 
@@ -137,6 +137,8 @@ def requeue_stale(
                 .where(
                     Message.status == "queued",
                     Message.handoff == "pending",
+                    # Campaign messages are released by their paced dispatcher, never here.
+                    Message.campaign_id.is_(None),
                     Message.updated_at < now - timedelta(seconds=older_than_seconds),
                 )
                 .order_by(Message.id)
@@ -179,6 +181,9 @@ def _claim(
             .returning(Message.id)
             .execution_options(synchronize_session=False)
         )
+        if claimed is not None and message.status == "queued" and message.status_callback:
+            session.refresh(message)  # now `sending`: the user hears of it via the sweeper
+            user_callbacks.emit(session, message=message, enqueue=False)
         session.commit()
         if claimed is None:
             log.info("message %s: claimed by another worker", message_id)
@@ -291,13 +296,9 @@ def _fail_in(
     if message.status not in ACTIVE or message.sms_sid is not None:
         return Outcome("skipped", error=error)
     messaging.fail(session, message=message, error_code=code, error_message=text)
-    if code == OPTED_OUT and not messaging.is_opted_out(
-        session, user_id=message.user_id, to=message.to
-    ):
-        try:
-            with session.begin_nested():
-                session.add(OptOut(user_id=message.user_id, number=message.to))
-        except IntegrityError:
-            pass  # A STOP recorded at the same moment is the same opt-out.
+    if code == OPTED_OUT:
+        optouts.record_opt_out(session, user_id=message.user_id, number=message.to)
+    # No task is at hand to enqueue the user's callback: the beat sweeper delivers it.
+    user_callbacks.emit(session, message=message, enqueue=False)
     session.commit()
     return Outcome("failed", error=error)

@@ -35,7 +35,14 @@ class Settings:
     twilio_timeout: float = 10.0
     send_max_retries: int = 8
     max_request_bytes: int = 64 * 1024
+    max_campaign_bytes: int = 16 * 1024 * 1024
     requeue_after_seconds: int = 120
+    reconcile_unsent_after_seconds: int = 20 * 60
+    reconcile_unfinished_after_seconds: int = 60 * 60
+    # Operations (issue 5): log level, Flower's "user:password" list, the worker's metrics port.
+    log_level: str = "INFO"
+    flower_basic_auth: str = ""
+    worker_metrics_port: int = 9808
 
     @property
     def status_callback_base(self) -> str:
@@ -81,6 +88,34 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> fl
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    value = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
+    if value not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}: {value!r}")
+    return value
+
+
+def _basic_auth(env: Mapping[str, str]) -> str:
+    value = env.get("FLOWER_BASIC_AUTH", "").strip()
+    for pair in filter(None, value.split(",")):
+        user, _, password = pair.partition(":")
+        if not user or not password:
+            raise SettingsError("FLOWER_BASIC_AUTH must be user:password[,user:password]")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise SettingsError(f"{name} must be a port number, or 0 for none: {raw!r}")
+    return int(raw)
+
+
 def _required(env: Mapping[str, str], name: str, prefix: str, length: int) -> str:
     value = env.get(name, "").strip()
     if not value:
@@ -107,7 +142,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         twilio_timeout=_number(env, "TWILIO_TIMEOUT", 10.0, float),
         send_max_retries=int(_number(env, "SEND_MAX_RETRIES", 8, int)),
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", 64 * 1024, int)),
+        max_campaign_bytes=int(_number(env, "MAX_CAMPAIGN_BYTES", 16 * 1024 * 1024, int)),
         requeue_after_seconds=int(_number(env, "REQUEUE_AFTER_SECONDS", 120, int)),
+        reconcile_unsent_after_seconds=int(
+            _number(env, "RECONCILE_UNSENT_AFTER_SECONDS", 20 * 60, int)
+        ),
+        reconcile_unfinished_after_seconds=int(
+            _number(env, "RECONCILE_UNFINISHED_AFTER_SECONDS", 60 * 60, int)
+        ),
+        log_level=_log_level(env),
+        flower_basic_auth=_basic_auth(env),
+        worker_metrics_port=_port(env, "WORKER_METRICS_PORT", 9808),
     )
 
 

@@ -6,19 +6,33 @@ one line naming it.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from celery.signals import worker_process_init
 
+from shared import logs
 from shared.settings import SettingsError, load_settings
 from worker.context import context_for
 from worker.factory import make_celery
+from worker.metrics import protect_flower_metrics
 
 try:
     _settings = load_settings()
 except SettingsError as error:
     print(f"smsgw worker: {error}", file=sys.stderr)
     raise SystemExit(2) from None
+
+# Issue 5: Flower reads FLOWER_BASIC_AUTH itself; outside development it must be set.
+if "flower" in sys.argv[1:] and not _settings.flower_basic_auth:
+    if not _settings.dev:
+        print("smsgw flower: FLOWER_BASIC_AUTH is required outside development", file=sys.stderr)
+        raise SystemExit(2)
+    os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
+if "flower" in sys.argv[1:]:
+    protect_flower_metrics()
+    os.environ.setdefault("FLOWER_LOGGING", "none")  # keep tornado's format off: JSON lines
+    logs.configure(_settings.log_level)
 
 celery_app = make_celery(_settings)
 celery_app.conf.beat_schedule = {
@@ -27,6 +41,21 @@ celery_app.conf.beat_schedule = {
         "schedule": 60.0,
         # A run that waited a whole period is superseded by the next one.
         "options": {"expires": 55},
+    },
+    "reconcile-messages": {
+        "task": "reconcile_messages",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+    "sweep-user-callbacks": {
+        "task": "sweep_user_callbacks",
+        "schedule": 15.0,
+        "options": {"expires": 14},
+    },
+    "revive-campaigns": {
+        "task": "revive_campaigns",
+        "schedule": 30.0,
+        "options": {"expires": 25},
     },
 }
 

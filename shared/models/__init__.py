@@ -1,16 +1,22 @@
 """Typed SQLAlchemy models of the gateway."""
 
 from shared.models.accounts import ApiToken, OptOut, PhoneNumber, Price, User
+from shared.models.campaigns import Campaign, CampaignRecipient
+from shared.models.events import TwilioEvent, UserCallback
 from shared.models.ledger import LedgerEntry
 from shared.models.messages import IdempotencyKey, Message
 
 __all__ = [
     "ApiToken",
+    "Campaign",
+    "CampaignRecipient",
     "IdempotencyKey",
     "LedgerEntry",
     "Message",
     "OptOut",
     "PhoneNumber",
     "Price",
+    "TwilioEvent",
     "User",
+    "UserCallback",
 ]

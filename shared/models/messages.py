@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, Money, utcnow
@@ -22,6 +22,23 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_user_id_id", "user_id", "id"),
         Index("ix_messages_status_updated_at", "status", "updated_at"),
+        Index(
+            "ix_messages_campaign_id_status_id",
+            "campaign_id",
+            "status",
+            "id",
+            postgresql_where=text("campaign_id IS NOT NULL"),
+            sqlite_where=text("campaign_id IS NOT NULL"),
+        ),
+        # A campaign sends once to each recipient, whatever the uploaded duplicates.
+        Index(
+            "uq_messages_campaign_id_to",
+            "campaign_id",
+            "to",
+            unique=True,
+            postgresql_where=text("campaign_id IS NOT NULL"),
+            sqlite_where=text("campaign_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -42,6 +59,9 @@ class Message(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     status_callback: Mapped[str | None] = mapped_column(Text, default=None)
     handoff_at: Mapped[datetime | None] = mapped_column(default=None)
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), default=None
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

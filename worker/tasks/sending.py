@@ -15,6 +15,7 @@ from shared.handoff import give_up, hand_off, requeue_stale
 from shared.providers import UnknownOutcome
 from worker.context import context_for
 from worker.factory import MAX_COUNTDOWN
+from worker.metrics import observe_handoff
 
 log = logging.getLogger(__name__)
 BACKOFF_BASE = 2.0
@@ -38,6 +39,7 @@ def send_message(self, message_id: int) -> str:  # type: ignore[no-untyped-def]
         message_id=message_id,
         status_callback_base=settings.status_callback_base,
     )
+    observe_handoff(self.request, outcome)  # issue 5: metrics
     if outcome.kind != "retry":
         code = getattr(outcome.error, "code", None)
         detail = outcome.sid or (f"error {code}" if code else "")
@@ -49,6 +51,7 @@ def send_message(self, message_id: int) -> str:  # type: ignore[no-untyped-def]
         final = give_up(
             context.session_factory, context.provider, message_id=message_id, reason=reason
         )
+        observe_handoff(self.request, final)  # issue 5: metrics
         log.info("send_message %s: retries exhausted, %s", message_id, final.kind)
         return final.kind
     # After an unknown outcome Twilio may still be creating the message: give it

@@ -1,0 +1,54 @@
+"""`make bench`: every benchmark, each beside its baseline measured in the same run.
+
+1. `POST /api/user/sms` under gunicorn, beside a bare Flask endpoint (wrk, 32 connections);
+2. the worker's hand-off to the sandbox, beside a no-op Celery task on the same pool;
+3. campaigns: 202 to every message queued, paced rates, peak memory (bench.campaigns).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from bench import api_send, campaigns, handoff
+
+
+def machine() -> str:
+    """Describe the machine the figures come from."""
+    load = os.getloadavg()[0]
+    return f"{platform.machine()}, {os.cpu_count()} cores, load {load:.1f} at start"
+
+
+def main() -> int:
+    """Run the benchmarks and print their tables."""
+    print(f"machine: {machine()}", flush=True)
+    rows = []
+    bare, gateway = api_send.run()
+    rows.append(("POST /api/user/sms, req/s (32 conn)", gateway["rate"], bare["rate"], ">= 45%"))
+    rows.append(
+        (
+            "  p50 / p99 latency, ms",
+            f"{gateway['p50']:.1f} / {gateway['p99']:.1f}",
+            f"{bare['p50']:.1f} / {bare['p99']:.1f}",
+            "p99 < 50",
+        )
+    )
+    fast = handoff.measure(count=2000, pool="threads", concurrency=16, latency_ms=0)
+    rows.append(("hand-off, msg/s, sandbox 0 ms", fast[1]["rate"], fast[0]["rate"], ">= 70%"))
+    slow = handoff.measure(count=2000, pool="threads", concurrency=64, latency_ms=150)
+    rows.append(("hand-off, msg/s, sandbox 150 ms", slow[1]["rate"], slow[0]["rate"], ">= 300/s"))
+    print(f"\n{'measure':38} | {'gateway':>13} | {'baseline':>13} | {'ratio':>6} | goal")
+    for what, ours, base, goal in rows:
+        if isinstance(ours, float):
+            print(f"{what:38} | {ours:13.1f} | {base:13.1f} | {ours / base:6.0%} | {goal}")
+        else:
+            print(f"{what:38} | {ours:>13} | {base:>13} | {'':>6} | {goal}")
+    print(
+        "\nbaselines: a bare Flask endpoint under the same gunicorn; a no-op task, same pool\n",
+        flush=True,
+    )
+    return campaigns.main([])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

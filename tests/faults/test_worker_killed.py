@@ -1,0 +1,140 @@
+"""Workers killed with SIGKILL again and again during a 2,000-message run.
+
+Afterwards every message is in exactly one final state, Twilio got each
+message at most once, and every ledger sums to its balance. The periodic
+jobs that settle what a dead worker left behind (requeue, reconcile) are
+run here by the test, as beat would run them, on short ages.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+from api.app import create_app
+from api.dev import free_port
+from sandbox.server import start_in_thread
+from shared import messaging, reconcile
+from shared.billing import ledger_sum
+from shared.handoff import requeue_stale
+from shared.messaging import FINAL
+from shared.models import LedgerEntry, Message, User
+from shared.providers.twilio import TwilioProvider
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.factories import make_number, make_user, set_price
+from tests.processes import celery_worker, gateway_env, wait_until
+from worker.factory import make_celery
+
+COUNT = 2000
+KILLS = 5
+
+
+@pytest.mark.timeout(420)
+def test_killed_workers_lose_and_double_nothing(
+    session, session_factory, settings, database_url, redis_url, tmp_path
+):
+    sandbox, sandbox_url = start_in_thread(
+        port=free_port(),
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        callback_delay_ms=5,
+        seed=3,
+    )
+    api = make_server("127.0.0.1", 0, None, threaded=True)
+    ours = settings.with_overrides(
+        public_base_url=f"http://127.0.0.1:{api.server_port}", twilio_api_base=sandbox_url
+    )
+    api.app = create_app(ours)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    users = []
+    for i in range(4):
+        user_id, _ = make_user(session, balance="20")
+        users.append((user_id, make_number(session, user_id=user_id, number=f"+1500555006{i}")))
+    set_price(session)
+    for n in range(COUNT):
+        user_id, number_id = users[n % len(users)]
+        messaging.accept_message(
+            session, user_id=user_id, phone_number_id=number_id, to="+14155550123", body=f"Code {n}"
+        )
+        if n % 250 == 0:
+            session.commit()
+    session.commit()
+    celery = make_celery(ours)
+    ids = session.scalars(select(Message.id).order_by(Message.id)).all()
+    for message_id in ids:
+        celery.send_task("send_message", args=[message_id], queue="sms")
+    env = gateway_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TWILIO_API_BASE=sandbox_url,
+        PUBLIC_BASE_URL=ours.public_base_url,
+    )
+    rng = random.Random(11)
+
+    def count(*where) -> int:
+        with session_factory() as s:
+            return s.scalar(select(func.count(Message.id)).where(*where))
+
+    try:
+        for round_ in range(KILLS):
+            log = tmp_path / f"worker-{round_}.log"
+            with celery_worker(env, log, concurrency=8) as worker:
+                wait_until(
+                    lambda log=log: log.exists() and " ready." in log.read_text(),
+                    seconds=30,
+                    what="a worker",
+                    log=log,
+                )
+                time.sleep(rng.uniform(0.5, 1.5))
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+        assert count(Message.status.in_(FINAL)) < COUNT, "the kills came too late to matter"
+
+        provider = TwilioProvider(ours)
+        log = tmp_path / "worker-last.log"
+        with celery_worker(env, log, concurrency=8):
+
+            def settle() -> bool:
+                # What beat does, on short ages: nothing live is older than a few seconds.
+                for message_id in requeue_stale(session_factory, older_than_seconds=3, limit=5000):
+                    celery.send_task("send_message", args=[message_id], queue="sms")
+                report = reconcile.reconcile_unsent(
+                    session_factory, provider, older_than_seconds=5, limit=5000
+                )
+                for message_id in report.resend:
+                    celery.send_task("send_message", args=[message_id], queue="sms")
+                return count(Message.status.in_(FINAL)) == COUNT
+
+            wait_until(settle, seconds=240, what="every message final", log=log)
+        received = requests.get(f"{sandbox_url}/_sandbox/messages", timeout=10).json()["messages"]
+    finally:
+        api.shutdown()
+        api.app.extensions["smsgw"].engine.dispose()
+        sandbox.shutdown()
+
+    per_message = Counter(
+        parse_qs(urlsplit(m["status_callback"]).query)["message_id"][0] for m in received
+    )
+    assert per_message and max(per_message.values()) == 1, "a message reached Twilio twice"
+    session.expire_all()
+    with_sid = session.scalar(select(func.count(Message.id)).where(Message.sms_sid.is_not(None)))
+    assert with_sid == len(received)
+    failed = session.scalar(select(func.count(Message.id)).where(Message.status == "failed"))
+    refunds = session.scalar(select(func.count(LedgerEntry.id)).where(LedgerEntry.kind == "refund"))
+    assert refunds == failed
+    for user_id, _ in users:
+        assert ledger_sum(session, user_id=user_id) == session.get(User, user_id).balance
+        assert session.get(User, user_id).balance >= Decimal("0")
