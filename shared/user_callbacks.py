@@ -33,8 +33,9 @@ BACKOFF_MAX_SECONDS = 60 * 60.0
 POST_TIMEOUT_SECONDS = 10.0
 # An attempt holds its row this long, longer than any post can take.
 LEASE = timedelta(seconds=60)
-# Stored times have whole seconds; a countdown may end just before one.
-CLOCK_SLACK = timedelta(seconds=2)
+# Stored times have whole seconds; a countdown may end just before one. Kept
+# below the shortest backoff, so an early or duplicate task never posts early.
+CLOCK_SLACK = timedelta(seconds=1)
 # A row enqueued this long ago without being attempted is enqueued again.
 ENQUEUE_LEASE = timedelta(minutes=5)
 
