@@ -63,8 +63,8 @@ def _stamp_enqueue_time(headers: dict[str, Any] | None = None, **_: object) -> N
 @before_task_publish.connect
 def _count_campaign_release(sender: str | None = None, **_: object) -> None:
     """Count a campaign message when the dispatcher queues it (a retry is not a release)."""
-    task = current_task
-    if sender == "send_message" and task is not None and task.name == "pump_campaign":
+    # current_task is a proxy: test it for truth, not against None (it is never None).
+    if sender == "send_message" and current_task and current_task.name == "pump_campaign":
         ACCEPTED.labels("campaign").inc()
 
 
