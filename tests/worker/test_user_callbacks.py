@@ -66,8 +66,14 @@ def receiver() -> Iterator[Receiver]:
 def changed(session_factory, message, status="delivered") -> int:
     """Apply a Twilio callback to the message and return its outbox row's id."""
     with session_factory() as session:
-        applied = delivery.apply_callback(session, sid=message.sms_sid, status=status,
-                                          error_code=None, token=None, message_id=None)
+        applied = delivery.apply_callback(
+            session,
+            sid=message.sms_sid,
+            status=status,
+            error_code=None,
+            token=None,
+            message_id=None,
+        )
         session.commit()
     return applied.callback_id
 
@@ -79,8 +85,11 @@ def row(session_factory, callback_id: int) -> UserCallback:
 
 def make_due(session_factory, callback_id: int, **values) -> None:
     with session_factory.begin() as session:
-        session.execute(update(UserCallback).where(UserCallback.id == callback_id)
-                        .values(next_attempt_at=utcnow() - timedelta(seconds=1), **values))
+        session.execute(
+            update(UserCallback)
+            .where(UserCallback.id == callback_id)
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1), **values)
+        )
 
 
 def secret_of(session_factory, user_id: int) -> str:
@@ -109,8 +118,12 @@ def test_an_event_is_signed_retried_and_delivered_once(session_factory, receiver
     assert h2["X-Signature"] == expected and h2["Content-Type"] == "application/json"
     payload = json.loads(b2)
     assert payload == {
-        "event_id": stored.event_id, "id": message.id, "status": "delivered",
-        "sms_sid": message.sms_sid, "error_code": None, "campaign_id": None,
+        "event_id": stored.event_id,
+        "id": message.id,
+        "status": "delivered",
+        "sms_sid": message.sms_sid,
+        "error_code": None,
+        "campaign_id": None,
         "occurred_at": payload["occurred_at"],
     }
 
@@ -162,7 +175,9 @@ def test_a_worker_retries_until_the_receiver_accepts(celery, session_factory, re
 
 
 def test_the_beat_sweeper_delivers_an_event_whose_enqueue_was_lost(
-    celery, session_factory, worker  # noqa: F811
+    celery,
+    session_factory,
+    worker,  # noqa: F811
 ):
     ok = Receiver(failures=0)
     try:
@@ -203,7 +218,13 @@ def test_the_beat_schedules_reconciliation_and_the_sweeper(database_url):
         "print(s['reconcile-messages']['task'], s['sweep-user-callbacks']['task'], "
         "'worker.tasks.delivery' in app.conf.include)"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     expected = ["reconcile_messages", "sweep_user_callbacks", "True"]
     assert done.stdout.split() == expected, done.stderr
