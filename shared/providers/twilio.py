@@ -145,8 +145,14 @@ def _translated() -> Iterator[None]:
 
 
 def _answer_error(status: int, code: int | None, message: str) -> ProviderError:
-    """Classify an error answer; Twilio created nothing, so only permanence is in question."""
-    if status == 429 or status >= 500 or code in TRANSIENT_CODES:
+    """Classify an error answer: permanent, transient, or unknown for a server error.
+
+    A 5xx does not prove that nothing was created (an edge or proxy may fail
+    after Twilio did), so the message is looked up before it is sent again.
+    """
+    if status >= 500:
+        return UnknownOutcome(f"{code or status}: {message}")
+    if status == 429 or code in TRANSIENT_CODES:
         return TransientError(f"{code or status}: {message}")
     if status == 401 or code in (None, status):
         # Wrong credentials, or an answer without a Twilio error code (from a proxy
