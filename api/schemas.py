@@ -68,6 +68,10 @@ def check_body(body: str) -> None:
     if len(body) > MAX_BODY_CHARS:
         text = f"The body field must not be greater than {MAX_BODY_CHARS} characters"
         raise ApiError(400, text, {"body": [text]})
+    if "\x00" in body:
+        # PostgreSQL text cannot hold NUL, and no handset shows one.
+        text = "The body field must not contain NUL characters"
+        raise ApiError(400, text, {"body": [text]})
 
 
 # Response models (issue 5): they describe the answers in /openapi.json, and the

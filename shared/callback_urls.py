@@ -14,7 +14,12 @@ INVALID = "Invalid status_callback URL"
 def check_callback_url(url: str, *, allow_private: bool) -> str:
     """Return the URL if it is http(s) and, unless allowed, resolves only to public addresses."""
     parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or len(url) > 2000
+        or any(ord(c) < 32 for c in url)
+    ):
         raise Rejected(INVALID)
     if allow_private:
         return url.strip()

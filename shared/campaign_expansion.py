@@ -138,6 +138,8 @@ def render_body(template: Template, values: dict) -> str:
         raise Rejected("The body field is required")
     if len(body) > MAX_BODY_CHARS:
         raise Rejected(f"The body field must not be greater than {MAX_BODY_CHARS} characters")
+    if "\x00" in body:
+        raise Rejected("The body field must not contain NUL characters")
     return body
 
 

@@ -57,7 +57,7 @@ def json_recipients(items: Any, template: Template) -> Iterator[tuple[str, str]]
         values = item.get("vars", {})
         if not isinstance(values, dict):
             raise UploadError(f"The recipients.{position}.vars field must be an object")
-        yield item["to"], json.dumps(values, ensure_ascii=False)
+        yield _clean_to(item["to"]), json.dumps(values, ensure_ascii=False)
 
 
 def csv_recipients(stream: IO[bytes], template: Template) -> Iterator[tuple[str, str]]:
@@ -80,13 +80,18 @@ def csv_recipients(stream: IO[bytes], template: Template) -> Iterator[tuple[str,
             _check_count(count)
             values = {name: cell for name, cell in zip(header, row, strict=False) if name}
             to = row[to_column] if to_column < len(row) else ""
-            yield to, json.dumps(values, ensure_ascii=False)
+            yield _clean_to(to), json.dumps(values, ensure_ascii=False)
     except UnicodeDecodeError:
         raise UploadError("The recipients file must be UTF-8 text") from None
     except csv.Error as error:
         raise UploadError(f"The recipients file is not valid CSV: {error}") from None
     finally:
         text.detach()
+
+
+def _clean_to(to: str) -> str:
+    """Keep a NUL out of the database; the row is then rejected as an invalid number."""
+    return to.replace("\x00", "\ufffd")
 
 
 def _check_count(count: int) -> None:

@@ -187,3 +187,13 @@ def test_oversized_request_is_413(client, account):
     )
     assert answer.status_code == 413
     assert "message" in answer.get_json()
+
+
+def test_nul_characters_are_a_400_not_a_500(client, session, account):
+    user_id, token, number_id = account
+    answer = send(client, token, from_=number_id, body="a\u0000b")
+    assert answer.status_code == 400
+    assert answer.get_json()["message"] == "The body field must not contain NUL characters"
+    callback = send(client, token, from_=number_id, status_callback="http://x.test/\u0000")
+    assert callback.get_json()["message"] == "Invalid status_callback URL"
+    assert balance(session, user_id) == Decimal("10.0000")

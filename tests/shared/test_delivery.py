@@ -17,13 +17,18 @@ from shared.providers import PermanentError, Sent
 from tests.delivery_helpers import balance, handed_off, load, new_sid, refunds
 
 
-def callback(session_factory, message, status, *, code=None, token="auto", sid=None,
-             message_id=None):
+def callback(
+    session_factory, message, status, *, code=None, token="auto", sid=None, message_id=None
+):
     """Apply one callback in its own transaction, as the webhook does."""
     with session_factory() as session:
         applied = delivery.apply_callback(
-            session, sid=sid or message.sms_sid, status=status, error_code=code,
-            token=str(uuid.uuid4()) if token == "auto" else token, message_id=message_id,
+            session,
+            sid=sid or message.sms_sid,
+            status=status,
+            error_code=code,
+            token=str(uuid.uuid4()) if token == "auto" else token,
+            message_id=message_id,
         )
         session.commit()
     return applied
@@ -79,8 +84,7 @@ def test_an_unknown_sid_is_logged_and_ignored(session_factory, caplog):
         applied = callback(session_factory, message, "delivered", sid=new_sid())
     assert applied.kind == "unknown" and "unknown SID" in caplog.text
     # The URL's message id does not let a callback take over a message with another SID.
-    applied = callback(session_factory, message, "delivered", sid=new_sid(),
-                       message_id=message.id)
+    applied = callback(session_factory, message, "delivered", sid=new_sid(), message_id=message.id)
     assert applied.kind == "unknown"
     too_long = "SM" + "0" * 60
     assert callback(session_factory, message, "sent", sid=too_long).kind == "unknown"
@@ -96,8 +100,15 @@ class CallbackFirstProvider:
     def send(self, *, to, from_, body, status_callback):
         message_id = int(status_callback.rsplit("=", 1)[1])
         with self.session_factory() as session:
-            delivery.apply_callback(session, sid=self.sid, status=self.status, error_code=None,
-                                    token=None, message_id=message_id, to=to)
+            delivery.apply_callback(
+                session,
+                sid=self.sid,
+                status=self.status,
+                error_code=None,
+                token=None,
+                message_id=message_id,
+                to=to,
+            )
             session.commit()
         return Sent(self.sid, "queued")
 
@@ -107,8 +118,12 @@ def test_a_callback_before_the_sid_is_stored_is_matched_by_message_id(session_fa
     with session_factory.begin() as session:
         session.get(type(message), message.id).status = "queued"
     provider = CallbackFirstProvider(session_factory, "delivered")
-    outcome = hand_off(session_factory, provider, message_id=message.id,
-                       status_callback_base="http://gateway.test/webhooks/twilio/status")
+    outcome = hand_off(
+        session_factory,
+        provider,
+        message_id=message.id,
+        status_callback_base="http://gateway.test/webhooks/twilio/status",
+    )
     stored = load(session_factory, message.id)
     assert outcome.kind == "sent"
     assert (stored.status, stored.sms_sid, stored.handoff) == ("delivered", provider.sid, "done")
@@ -130,8 +145,15 @@ def test_every_change_writes_one_user_event(session_factory):
         rows = session.scalars(select(UserCallback).order_by(UserCallback.id)).all()
     assert [r.payload["status"] for r in rows] == ["sent", "delivered"]
     assert rows[1].payload["sms_sid"] == message.sms_sid
-    assert set(rows[1].payload) == {"event_id", "id", "status", "sms_sid", "error_code",
-                                    "campaign_id", "occurred_at"}
+    assert set(rows[1].payload) == {
+        "event_id",
+        "id",
+        "status",
+        "sms_sid",
+        "error_code",
+        "campaign_id",
+        "occurred_at",
+    }
     assert rows[0].event_id != rows[1].event_id
 
 
@@ -160,16 +182,19 @@ SCENARIOS = {
 }
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data(), final=st.sampled_from(sorted(SCENARIOS)))
 def test_any_order_with_duplicates_ends_the_same(session_factory, data, final):
     """Any permutation of the callbacks, with repeats, gives one final status and balance."""
     run = uuid.uuid4().hex  # Twilio's tokens are unique; examples share one database.
     events = [(status, code, f"{run}-{i}") for i, (status, code) in enumerate(SCENARIOS[final])]
-    repeats = data.draw(st.lists(
-        st.tuples(st.sampled_from(events), st.sampled_from(["same", "none", "new"])), max_size=6
-    ))
+    repeats = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(events), st.sampled_from(["same", "none", "new"])), max_size=6
+        )
+    )
     for (status, code, token), mode in repeats:
         other = {"same": token, "none": None, "new": f"x-{uuid.uuid4()}"}[mode]
         events.append((status, code, other))
@@ -193,18 +218,24 @@ class RefusingProvider:
 
 
 def test_a_21610_at_hand_off_opts_out_and_tells_the_user(session_factory):
-    message = handed_off(session_factory, sid=None, handoff="pending",
-                         status_callback="https://example.com/hook")
+    message = handed_off(
+        session_factory, sid=None, handoff="pending", status_callback="https://example.com/hook"
+    )
     with session_factory.begin() as session:
         session.get(type(message), message.id).status = "queued"
-    outcome = hand_off(session_factory, RefusingProvider(), message_id=message.id,
-                       status_callback_base="http://gateway.test/webhooks/twilio/status")
+    outcome = hand_off(
+        session_factory,
+        RefusingProvider(),
+        message_id=message.id,
+        status_callback_base="http://gateway.test/webhooks/twilio/status",
+    )
     assert outcome.kind == "failed" and refunds(session_factory, message.id) == 1
     with session_factory() as session:
         assert messaging.is_opted_out(session, user_id=message.user_id, to=message.to)
         rows = session.scalars(select(UserCallback).order_by(UserCallback.id)).all()
     # Both changes are left for the sweeper: the worker has no task to enqueue them with.
     assert [(r.payload["status"], r.enqueued_at) for r in rows] == [
-        ("sending", None), ("failed", None)
+        ("sending", None),
+        ("failed", None),
     ]
     assert rows[1].payload["error_code"] == 21610

@@ -48,8 +48,9 @@ def settled(base_url: str, count: int) -> list[dict]:
 
 
 def unsent(session_factory, provider, **kwargs):
-    return reconcile_unsent(session_factory, provider, older_than_seconds=HOUR,
-                            limit=kwargs.get("limit", 10))
+    return reconcile_unsent(
+        session_factory, provider, older_than_seconds=HOUR, limit=kwargs.get("limit", 10)
+    )
 
 
 @pytest.mark.parametrize("handoff", ["in_flight", "unknown"])
@@ -157,14 +158,26 @@ def test_a_message_without_a_final_status_is_fetched(twilio, session_factory, ou
 
 
 def test_the_reconcile_ages_are_settings():
-    env = {"DATABASE_URL": "postgresql://db/x", "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-           "TWILIO_AUTH_TOKEN": "t"}
+    env = {
+        "DATABASE_URL": "postgresql://db/x",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "t",
+    }
     defaults = load_settings(env)
-    assert (defaults.reconcile_unsent_after_seconds,
-            defaults.reconcile_unfinished_after_seconds) == (1200, 3600)
-    chosen = load_settings({**env, "RECONCILE_UNSENT_AFTER_SECONDS": "1800",
-                            "RECONCILE_UNFINISHED_AFTER_SECONDS": "7200"})
-    assert (chosen.reconcile_unsent_after_seconds,
-            chosen.reconcile_unfinished_after_seconds) == (1800, 7200)
+    assert (
+        defaults.reconcile_unsent_after_seconds,
+        defaults.reconcile_unfinished_after_seconds,
+    ) == (1200, 3600)
+    chosen = load_settings(
+        {
+            **env,
+            "RECONCILE_UNSENT_AFTER_SECONDS": "1800",
+            "RECONCILE_UNFINISHED_AFTER_SECONDS": "7200",
+        }
+    )
+    assert (chosen.reconcile_unsent_after_seconds, chosen.reconcile_unfinished_after_seconds) == (
+        1800,
+        7200,
+    )
     with pytest.raises(SettingsError, match="RECONCILE_UNSENT_AFTER_SECONDS"):
         load_settings({**env, "RECONCILE_UNSENT_AFTER_SECONDS": "soon"})
