@@ -21,14 +21,23 @@ BASE = "/2010-04-01/Accounts/<account_sid>/Messages"
 SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
 
 
-def create_sandbox_app(*, account_sid: str, auth_token: str, config: SandboxConfig | None = None,
-                       seed: int | None = None, callback_workers: int = 32) -> Flask:
+def create_sandbox_app(
+    *,
+    account_sid: str,
+    auth_token: str,
+    config: SandboxConfig | None = None,
+    seed: int | None = None,
+    callback_workers: int = 32,
+) -> Flask:
     """Build a sandbox app for one account; seed makes fault injection reproducible."""
     app = Flask("sandbox")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["sandbox"] = SandboxState(
-        account_sid=account_sid, auth_token=auth_token, config=config or SandboxConfig(),
-        seed=seed, callback_workers=callback_workers,
+        account_sid=account_sid,
+        auth_token=auth_token,
+        config=config or SandboxConfig(),
+        seed=seed,
+        callback_workers=callback_workers,
     )
     app.add_url_rule(f"{BASE}.json", "create", create_message, methods=["POST"])
     app.add_url_rule(f"{BASE}.json", "list", list_messages, methods=["GET"])
@@ -107,8 +116,12 @@ def create_message(account_sid: str) -> tuple[Response, int]:
         code = sandbox.choice(sorted(errors.UNDELIVERED))
         outcome = (code, errors.UNDELIVERED[code])
     message = sandbox.store.create(
-        account_sid=account_sid, to=to, from_=from_ or None, body=body,
-        status_callback=form.get("StatusCallback") or None, service_sid=service_sid or None,
+        account_sid=account_sid,
+        to=to,
+        from_=from_ or None,
+        body=body,
+        status_callback=form.get("StatusCallback") or None,
+        service_sid=service_sid or None,
     )
     sandbox.lifecycle.start(message.sid, config, outcome)
     if config.slow_ms and sandbox.chance(config.rate_slow):

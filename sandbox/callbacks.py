@@ -52,8 +52,13 @@ def callback_params(message: Message) -> dict[str, str]:
 class Lifecycle:
     """Advances stored messages queued → sent → final and posts their callbacks."""
 
-    def __init__(self, store: MessageStore, auth_token: str, scheduler: Scheduler,
-                 shuffle: Callable[[list[Any]], None]) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        auth_token: str,
+        scheduler: Scheduler,
+        shuffle: Callable[[list[Any]], None],
+    ) -> None:
         self._store = store
         self._validator = RequestValidator(auth_token)
         self._scheduler = scheduler

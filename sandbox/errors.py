@@ -110,8 +110,10 @@ def check_create(to: str, from_: str, body: str, service_sid: str) -> None:
     if len(body) > 1600:
         raise message_error(21617)
     if from_ and not (
-        _E164.match(from_) or _SHORT_CODE.match(from_)
-        or _ALPHA_ID.match(from_) or _CHANNEL.match(from_)
+        _E164.match(from_)
+        or _SHORT_CODE.match(from_)
+        or _ALPHA_ID.match(from_)
+        or _CHANNEL.match(from_)
     ):
         raise message_error(21212, to, from_)
     if from_ in FROM_MAGIC:

@@ -32,8 +32,9 @@ class _SandboxApplication(BaseApplication):  # type: ignore[misc]
         return self._factory()
 
 
-def run_gunicorn(factory: Callable[[], Flask], *, host: str, port: int, threads: int,
-                 log_requests: bool) -> None:
+def run_gunicorn(
+    factory: Callable[[], Flask], *, host: str, port: int, threads: int, log_requests: bool
+) -> None:
     """Serve the app that factory builds with one gthread worker until interrupted."""
     options = {
         "bind": f"{host}:{port}",

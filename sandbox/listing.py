@@ -98,7 +98,7 @@ def build_page(messages: list[Message], query: Mapping[str, str], path: str) -> 
         start = index[token[2:]] + 1
     elif token[:2] == "PB" and token[2:] in index:
         start = max(0, index[token[2:]] - size)
-    items = ordered[start:start + size]
+    items = ordered[start : start + size]
     filters = [(k, query[k]) for k in FILTERS if query.get(k)]
 
     def uri(page_no: int, page_token: str | None) -> str:

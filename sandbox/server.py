@@ -27,12 +27,24 @@ class _QuietHandler(WSGIRequestHandler):
 class SandboxServer:
     """A sandbox app behind a threaded WSGI server; shutdown() stops everything."""
 
-    def __init__(self, *, host: str, port: int, account_sid: str, auth_token: str,
-                 seed: int | None, log_requests: bool, callback_workers: int,
-                 config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        account_sid: str,
+        auth_token: str,
+        seed: int | None,
+        log_requests: bool,
+        callback_workers: int,
+        config: dict[str, Any],
+    ) -> None:
         self.app = create_sandbox_app(
-            account_sid=account_sid, auth_token=auth_token, config=SandboxConfig().updated(config),
-            seed=seed, callback_workers=callback_workers,
+            account_sid=account_sid,
+            auth_token=auth_token,
+            config=SandboxConfig().updated(config),
+            seed=seed,
+            callback_workers=callback_workers,
         )
         handler = WSGIRequestHandler if log_requests else _QuietHandler
         self._server = make_server(host, port, self.app, threaded=True, request_handler=handler)
@@ -92,24 +104,47 @@ class SandboxServer:
         self.shutdown()
 
 
-def start_in_thread(*, host: str = "127.0.0.1", port: int = 0,
-                    account_sid: str = SANDBOX_ACCOUNT_SID, auth_token: str = SANDBOX_AUTH_TOKEN,
-                    seed: int | None = None, log_requests: bool = False,
-                    callback_workers: int = 32, **config: Any) -> tuple[SandboxServer, str]:
+def start_in_thread(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    account_sid: str = SANDBOX_ACCOUNT_SID,
+    auth_token: str = SANDBOX_AUTH_TOKEN,
+    seed: int | None = None,
+    log_requests: bool = False,
+    callback_workers: int = 32,
+    **config: Any,
+) -> tuple[SandboxServer, str]:
     """Start a sandbox on a background thread and return it with its base URL.
 
     The keyword switches are those of SandboxConfig; port 0 picks a free port.
     """
-    server = SandboxServer(host=host, port=port, account_sid=account_sid, auth_token=auth_token,
-                           seed=seed, log_requests=log_requests,
-                           callback_workers=callback_workers, config=config).start()
+    server = SandboxServer(
+        host=host,
+        port=port,
+        account_sid=account_sid,
+        auth_token=auth_token,
+        seed=seed,
+        log_requests=log_requests,
+        callback_workers=callback_workers,
+        config=config,
+    ).start()
     return server, server.base_url
 
 
-def serve(*, host: str = "127.0.0.1", port: int = 8025,
-          account_sid: str = SANDBOX_ACCOUNT_SID, auth_token: str = SANDBOX_AUTH_TOKEN,
-          seed: int | None = None, log_requests: bool = True, callback_workers: int = 32,
-          server: str = "gunicorn", threads: int = 200, **config: Any) -> None:
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8025,
+    account_sid: str = SANDBOX_ACCOUNT_SID,
+    auth_token: str = SANDBOX_AUTH_TOKEN,
+    seed: int | None = None,
+    log_requests: bool = True,
+    callback_workers: int = 32,
+    server: str = "gunicorn",
+    threads: int = 200,
+    **config: Any,
+) -> None:
     """Serve the sandbox in the foreground until interrupted.
 
     The keyword switches are those of SandboxConfig, for example latency_ms=150.
@@ -121,15 +156,28 @@ def serve(*, host: str = "127.0.0.1", port: int = 8025,
     initial = SandboxConfig().updated(config)
     print(f"Twilio sandbox on http://{host}:{port} (account {account_sid})", flush=True)
     if server == "gunicorn":
+
         def factory() -> Flask:
-            return create_sandbox_app(account_sid=account_sid, auth_token=auth_token,
-                                      config=initial, seed=seed, callback_workers=callback_workers)
+            return create_sandbox_app(
+                account_sid=account_sid,
+                auth_token=auth_token,
+                config=initial,
+                seed=seed,
+                callback_workers=callback_workers,
+            )
 
         run_gunicorn(factory, host=host, port=port, threads=threads, log_requests=log_requests)
         return
-    running = SandboxServer(host=host, port=port, account_sid=account_sid, auth_token=auth_token,
-                            seed=seed, log_requests=log_requests,
-                            callback_workers=callback_workers, config=config)
+    running = SandboxServer(
+        host=host,
+        port=port,
+        account_sid=account_sid,
+        auth_token=auth_token,
+        seed=seed,
+        log_requests=log_requests,
+        callback_workers=callback_workers,
+        config=config,
+    )
     try:
         running.serve_forever()
     except KeyboardInterrupt:

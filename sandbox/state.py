@@ -15,8 +15,15 @@ from sandbox.store import MessageStore
 class SandboxState:
     """Everything one sandbox app keeps between requests, safe to use from many threads."""
 
-    def __init__(self, *, account_sid: str, auth_token: str, config: SandboxConfig,
-                 seed: int | None, callback_workers: int = 32) -> None:
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        config: SandboxConfig,
+        seed: int | None,
+        callback_workers: int = 32,
+    ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.store = MessageStore()

@@ -89,15 +89,29 @@ class MessageStore:
         self._lock = threading.Lock()
         self._messages: dict[str, Message] = {}
 
-    def create(self, *, account_sid: str, to: str, from_: str | None, body: str,
-               status_callback: str | None, service_sid: str | None) -> Message:
+    def create(
+        self,
+        *,
+        account_sid: str,
+        to: str,
+        from_: str | None,
+        body: str,
+        status_callback: str | None,
+        service_sid: str | None,
+    ) -> Message:
         """Create, keep and return a queued message; date_sent is set right away."""
         created = now()
         message = Message(
-            sid="SM" + random_hex(), account_sid=account_sid, to=to,
-            from_=from_, body=body, status_callback=status_callback,
-            messaging_service_sid=service_sid, date_created=created,
-            date_sent=created, date_updated=created,
+            sid="SM" + random_hex(),
+            account_sid=account_sid,
+            to=to,
+            from_=from_,
+            body=body,
+            status_callback=status_callback,
+            messaging_service_sid=service_sid,
+            date_created=created,
+            date_sent=created,
+            date_updated=created,
             num_segments=max(1, count_segments(body).segments),
         )
         with self._lock:
@@ -110,8 +124,9 @@ class MessageStore:
             message = self._messages.get(sid)
             return dataclasses.replace(message) if message else None
 
-    def advance(self, sid: str, status: str, error: tuple[int, str] | None = None
-                ) -> Message | None:
+    def advance(
+        self, sid: str, status: str, error: tuple[int, str] | None = None
+    ) -> Message | None:
         """Move a message to a new status and return a copy, or None if it is gone."""
         with self._lock:
             message = self._messages.get(sid)

@@ -107,7 +107,10 @@ def apply_callback(
         log.warning("status callback for unknown SID %s (%s) ignored", sid, status)
         return Applied("unknown")
     event = TwilioEvent(
-        token=(token or "")[:128] or None, sid=sid, status=status[:24], error_code=error_code,
+        token=(token or "")[:128] or None,
+        sid=sid,
+        status=status[:24],
+        error_code=error_code,
         message_id=message.id,
     )
     try:
@@ -146,8 +149,12 @@ def apply_status(
         return Applied("stale", message.id)
     text = error_message(error_code, twilio_message)
     if new == "failed":
-        messaging.fail(session, message=message, error_code=error_code,
-                       error_message=text or "Failed at Twilio")
+        messaging.fail(
+            session,
+            message=message,
+            error_code=error_code,
+            error_message=text or "Failed at Twilio",
+        )
     else:
         message.status = new
         if error_code is not None:

@@ -53,9 +53,7 @@ def sender_number(
 ) -> PhoneNumber:
     """Return the user's own SMS-capable, unexpired number, or reject the send."""
     number = session.scalar(
-        select(PhoneNumber).where(
-            PhoneNumber.id == phone_number_id, PhoneNumber.user_id == user_id
-        )
+        select(PhoneNumber).where(PhoneNumber.id == phone_number_id, PhoneNumber.user_id == user_id)
     )
     if number is None:
         raise Rejected("From number not found")
@@ -77,9 +75,7 @@ def segment_price(session: Session, *, to: str) -> Decimal:
 
 def is_opted_out(session: Session, *, user_id: int, to: str) -> bool:
     """Return True when the recipient texted STOP to one of the user's numbers."""
-    found = session.scalar(
-        select(OptOut.id).where(OptOut.user_id == user_id, OptOut.number == to)
-    )
+    found = session.scalar(select(OptOut.id).where(OptOut.user_id == user_id, OptOut.number == to))
     return found is not None
 
 

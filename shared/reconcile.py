@@ -46,21 +46,24 @@ class Report:
 
 
 def reconcile_unsent(
-    session_factory: sessionmaker[Session], provider: Provider, *, older_than_seconds: int,
+    session_factory: sessionmaker[Session],
+    provider: Provider,
+    *,
+    older_than_seconds: int,
     limit: int,
 ) -> Report:
     """Settle `sending` messages without a SID whose hand-off stopped long ago."""
     report = Report()
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-    stuck = (
-        Message.status == "sending", Message.sms_sid.is_(None), Message.updated_at < cutoff
-    )
+    stuck = (Message.status == "sending", Message.sms_sid.is_(None), Message.updated_at < cutoff)
     with session_factory() as session:
         report.resend = list(
             session.scalars(
                 select(Message.id)
                 .where(*stuck, Message.handoff == "pending")
-                .order_by(Message.id).limit(limit).with_for_update(skip_locked=True)
+                .order_by(Message.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
             )
         )
         if report.resend:
@@ -73,7 +76,8 @@ def reconcile_unsent(
             session.scalars(
                 select(Message.id)
                 .where(*stuck, Message.handoff.in_(("in_flight", "unknown")))
-                .order_by(Message.id).limit(limit)
+                .order_by(Message.id)
+                .limit(limit)
             )
         )
     for message_id in ids:
@@ -87,15 +91,22 @@ def reconcile_unsent(
 
 
 def _settle_unsent(
-    session_factory: sessionmaker[Session], provider: Provider, message_id: int,
-    cutoff: datetime, report: Report,
+    session_factory: sessionmaker[Session],
+    provider: Provider,
+    message_id: int,
+    cutoff: datetime,
+    report: Report,
 ) -> None:
     with session_factory() as session:
         message = session.scalar(
             select(Message)
-            .where(Message.id == message_id, Message.status == "sending",
-                   Message.sms_sid.is_(None), Message.handoff.in_(("in_flight", "unknown")),
-                   Message.updated_at < cutoff)
+            .where(
+                Message.id == message_id,
+                Message.status == "sending",
+                Message.sms_sid.is_(None),
+                Message.handoff.in_(("in_flight", "unknown")),
+                Message.updated_at < cutoff,
+            )
             .with_for_update(skip_locked=True)
         )
         if message is None:
@@ -105,14 +116,20 @@ def _settle_unsent(
             session.scalars(
                 # A SID held by any message of ours belongs to that message.
                 select(Message.sms_sid).where(
-                    Message.to == message.to, Message.from_number == message.from_number,
+                    Message.to == message.to,
+                    Message.from_number == message.from_number,
                     Message.sms_sid.is_not(None),
                     Message.updated_at >= since,
                 )
             )
         )
-        found = provider.find(to=message.to, from_=message.from_number, body=message.body,
-                              since=since, exclude={sid for sid in taken if sid})
+        found = provider.find(
+            to=message.to,
+            from_=message.from_number,
+            body=message.body,
+            since=since,
+            exclude={sid for sid in taken if sid},
+        )
         if found is None:
             messaging.fail(session, message=message, error_code=None, error_message=NOT_FOUND)
             callback = user_callbacks.emit(session, message=message)
@@ -123,11 +140,13 @@ def _settle_unsent(
             try:
                 session.flush()
             except IntegrityError:
-                log.error("reconcile: SID %s of message %s is on another message",
-                          found.sid, message_id)
+                log.error(
+                    "reconcile: SID %s of message %s is on another message", found.sid, message_id
+                )
                 return
-            applied = delivery.apply_status(session, message=message, status=found.status,
-                                            error_code=None)
+            applied = delivery.apply_status(
+                session, message=message, status=found.status, error_code=None
+            )
             callback = applied.callback_id
             report.adopted.append(message_id)
             log.info("reconcile: message %s adopted %s", message_id, found.sid)
@@ -137,7 +156,10 @@ def _settle_unsent(
 
 
 def reconcile_unfinished(
-    session_factory: sessionmaker[Session], provider: Provider, *, older_than_seconds: int,
+    session_factory: sessionmaker[Session],
+    provider: Provider,
+    *,
+    older_than_seconds: int,
     limit: int,
 ) -> Report:
     """Fetch from Twilio the messages with a SID and no final status after a while."""
@@ -148,10 +170,14 @@ def reconcile_unfinished(
         ids = list(
             session.scalars(
                 select(Message.id)
-                .where(Message.sms_sid.is_not(None), Message.status.in_(("sending", "sent")),
-                       Message.updated_at < cutoff,
-                       Message.created_at >= now - STOP_FETCHING_AFTER)
-                .order_by(Message.updated_at).limit(limit)
+                .where(
+                    Message.sms_sid.is_not(None),
+                    Message.status.in_(("sending", "sent")),
+                    Message.updated_at < cutoff,
+                    Message.created_at >= now - STOP_FETCHING_AFTER,
+                )
+                .order_by(Message.updated_at)
+                .limit(limit)
             )
         )
     for message_id in ids:
@@ -166,14 +192,20 @@ def reconcile_unfinished(
 
 
 def _settle_unfinished(
-    session_factory: sessionmaker[Session], provider: Provider, message_id: int,
-    cutoff: datetime, report: Report,
+    session_factory: sessionmaker[Session],
+    provider: Provider,
+    message_id: int,
+    cutoff: datetime,
+    report: Report,
 ) -> None:
     with session_factory() as session:
         message = session.scalar(
             select(Message)
-            .where(Message.id == message_id, Message.status.in_(("sending", "sent")),
-                   Message.updated_at < cutoff)
+            .where(
+                Message.id == message_id,
+                Message.status.in_(("sending", "sent")),
+                Message.updated_at < cutoff,
+            )
             .with_for_update(skip_locked=True)
         )
         if message is None or message.sms_sid is None:
@@ -188,7 +220,10 @@ def _settle_unfinished(
         if message is None:
             return
         applied = delivery.apply_status(
-            session, message=message, status=fetched.status, error_code=fetched.error_code,
+            session,
+            message=message,
+            status=fetched.status,
+            error_code=fetched.error_code,
             twilio_message=fetched.error_message,
         )
         session.commit()

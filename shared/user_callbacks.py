@@ -107,16 +107,24 @@ def attempt(
     with session_factory() as session:
         claimed = session.execute(
             update(UserCallback)
-            .where(UserCallback.id == callback_id,
-                   UserCallback.next_attempt_at <= now + CLOCK_SLACK,
-                   UserCallback.delivered_at.is_(None), UserCallback.gave_up_at.is_(None))
+            .where(
+                UserCallback.id == callback_id,
+                UserCallback.next_attempt_at <= now + CLOCK_SLACK,
+                UserCallback.delivered_at.is_(None),
+                UserCallback.gave_up_at.is_(None),
+            )
             .values(
                 next_attempt_at=now + LEASE,
                 enqueued_at=None,
                 attempts=UserCallback.attempts + 1,
             )
-            .returning(UserCallback.url, UserCallback.payload, UserCallback.attempts,
-                       UserCallback.created_at, UserCallback.user_id)
+            .returning(
+                UserCallback.url,
+                UserCallback.payload,
+                UserCallback.attempts,
+                UserCallback.created_at,
+                UserCallback.user_id,
+            )
         ).first()
         secret = None
         if claimed is not None:
@@ -125,12 +133,20 @@ def attempt(
     if claimed is None or secret is None:
         return Attempt("skipped")
     body = body_bytes(claimed.payload)
-    headers = {"Content-Type": "application/json", "X-Signature": signature(secret, body),
-               "User-Agent": "smsgw-callbacks/1"}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Signature": signature(secret, body),
+        "User-Agent": "smsgw-callbacks/1",
+    }
     error = None
     try:
-        response = http.post(claimed.url, data=body, headers=headers,
-                             timeout=POST_TIMEOUT_SECONDS, allow_redirects=False)
+        response = http.post(
+            claimed.url,
+            data=body,
+            headers=headers,
+            timeout=POST_TIMEOUT_SECONDS,
+            allow_redirects=False,
+        )
         if not 200 <= response.status_code < 300:
             error = f"HTTP {response.status_code}"
     except requests.RequestException as exc:

@@ -36,7 +36,11 @@ def handed_off(
             set_price(session)
         number_id = make_number(session, user_id=user_id, number=FROM)
         message = messaging.accept_message(
-            session, user_id=user_id, phone_number_id=number_id, to=to, body="Hello",
+            session,
+            user_id=user_id,
+            phone_number_id=number_id,
+            to=to,
+            body="Hello",
             status_callback=status_callback,
         )
         message.status, message.handoff = "sending", handoff

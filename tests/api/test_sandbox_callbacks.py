@@ -50,14 +50,25 @@ def test_duplicated_shuffled_late_callbacks_end_in_the_final_status(
     live, session_factory, undelivered
 ):
     settings, base_url = live
-    configure(base_url, callback_duplicates=True, callback_shuffle=True, callback_late_ms=200,
-              callback_delay_ms=10, rate_undelivered=1.0 if undelivered else 0.0, seed=7)
+    configure(
+        base_url,
+        callback_duplicates=True,
+        callback_shuffle=True,
+        callback_late_ms=200,
+        callback_delay_ms=10,
+        rate_undelivered=1.0 if undelivered else 0.0,
+        seed=7,
+    )
     provider = TwilioProvider(settings)
     messages = [handed_off(session_factory, sid=None, handoff="pending") for _ in range(4)]
     starts = [balance(session_factory, m.user_id) for m in messages]
     for message in messages:
-        outcome = hand_off(session_factory, provider, message_id=message.id,
-                           status_callback_base=settings.status_callback_base)
+        outcome = hand_off(
+            session_factory,
+            provider,
+            message_id=message.id,
+            status_callback_base=settings.status_callback_base,
+        )
         assert outcome.kind == "sent"
     wait_final(session_factory, [m.id for m in messages])
     for message, start in zip(messages, starts, strict=True):

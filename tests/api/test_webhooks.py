@@ -19,17 +19,25 @@ INBOUND = "/webhooks/twilio/inbound"
 TO = "+14155550123"
 
 
-def signed_post(client, path, params, *, base="http://gateway.test", token=AUTH_TOKEN,
-                headers=None, **kwargs):
+def signed_post(
+    client, path, params, *, base="http://gateway.test", token=AUTH_TOKEN, headers=None, **kwargs
+):
     """Post form params signed the way Twilio signs them, for the public URL `base + path`."""
     signature = RequestValidator(token).compute_signature(base + path, params)
-    return client.post(path, data=params,
-                       headers={"X-Twilio-Signature": signature, **(headers or {})}, **kwargs)
+    return client.post(
+        path, data=params, headers={"X-Twilio-Signature": signature, **(headers or {})}, **kwargs
+    )
 
 
 def status_params(message, status, **extra):
-    return {"MessageSid": message.sms_sid, "MessageStatus": status, "AccountSid": "AC1",
-            "From": FROM, "To": message.to, **extra}
+    return {
+        "MessageSid": message.sms_sid,
+        "MessageStatus": status,
+        "AccountSid": "AC1",
+        "From": FROM,
+        "To": message.to,
+        **extra,
+    }
 
 
 def events(session_factory) -> int:
@@ -129,13 +137,17 @@ def test_a_user_callback_is_enqueued_after_the_update(client, session_factory, r
 
 
 def inbound(client, body, *, from_=TO, to=FROM):
-    return signed_post(client, INBOUND, {"From": from_, "To": to, "Body": body,
-                                         "MessageSid": new_sid(), "AccountSid": "AC1"})
+    return signed_post(
+        client,
+        INBOUND,
+        {"From": from_, "To": to, "Body": body, "MessageSid": new_sid(), "AccountSid": "AC1"},
+    )
 
 
 def send(client, token, number_id):
-    return client.post("/api/user/sms", headers=auth(token),
-                       json={"from": number_id, "to": TO, "body": "Hi"})
+    return client.post(
+        "/api/user/sms", headers=auth(token), json={"from": number_id, "to": TO, "body": "Hi"}
+    )
 
 
 def test_stop_and_start_by_inbound_message(client, account, session_factory):

@@ -31,7 +31,7 @@ class SandboxHttpClient(TwilioHttpClient):
     def request(self, method: str, url: str, *args: Any, **kwargs: Any):  # type: ignore[override]
         """Rewrite the https://api.twilio.com prefix and send the request."""
         if url.startswith(TWILIO_API):
-            url = self.base_url + url[len(TWILIO_API):]
+            url = self.base_url + url[len(TWILIO_API) :]
         return super().request(method, url, *args, **kwargs)
 
 
@@ -91,10 +91,14 @@ class CallbackReceiver:
                 length = int(self.headers.get("Content-Length", 0))
                 params = dict(parse_qsl(self.rfile.read(length).decode(), keep_blank_values=True))
                 with receiver._cond:
-                    receiver.calls.append({
-                        "path": self.path, "params": params, "at": time.monotonic(),
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                    })
+                    receiver.calls.append(
+                        {
+                            "path": self.path,
+                            "params": params,
+                            "at": time.monotonic(),
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                        }
+                    )
                     receiver._cond.notify_all()
                 self.send_response(204)
                 self.end_headers()

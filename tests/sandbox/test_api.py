@@ -88,9 +88,13 @@ def test_missing_auth_and_foreign_account_are_401(base_url: str, http) -> None:
         ("+15005550003", FROM, 21408, "Permission to send an SMS has not been enabled"),
         ("+15005550004", FROM, 21610, "Attempt to send to unsubscribed recipient"),
         ("+15005550009", FROM, 21614, "'To' number is not a valid mobile number"),
-        ("+15558675310", "+15005550001", 21212,
-         "The 'From' number +15005550001 is not a valid phone number, shortcode, "
-         "or alphanumeric sender ID."),
+        (
+            "+15558675310",
+            "+15005550001",
+            21212,
+            "The 'From' number +15005550001 is not a valid phone number, shortcode, "
+            "or alphanumeric sender ID.",
+        ),
         ("+15558675310", "+15005550007", 21606, "is not a valid message-capable Twilio"),
         ("+15558675310", "+15005550008", 21611, "exceeded the maximum number of queued"),
         ("not-a-number", FROM, 21211, "is not a valid phone number"),
@@ -129,8 +133,9 @@ def test_list_filters_by_to_from_and_date_sent(twilio: Client) -> None:
 
 
 def test_paging_through_the_sdk_and_raw(twilio: Client, http, messages_url) -> None:
-    sids = [twilio.messages.create(to="+15550000001", from_=FROM, body=str(i)).sid
-            for i in range(5)]
+    sids = [
+        twilio.messages.create(to="+15550000001", from_=FROM, body=str(i)).sid for i in range(5)
+    ]
     assert [m.sid for m in twilio.messages.list(page_size=2)] == sids[::-1]
     assert [m.sid for m in twilio.messages.stream(page_size=2, limit=3)] == sids[:1:-1]
     first = http.get(messages_url, params={"PageSize": 2}).json()

@@ -9,8 +9,16 @@ from twilio.request_validator import RequestValidator
 from sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
 
 FROM = "+15017122661"
-REQUIRED = {"MessageSid", "SmsSid", "MessageStatus", "SmsStatus", "AccountSid", "From", "To",
-            "ApiVersion"}
+REQUIRED = {
+    "MessageSid",
+    "SmsSid",
+    "MessageStatus",
+    "SmsStatus",
+    "AccountSid",
+    "From",
+    "To",
+    "ApiVersion",
+}
 
 
 def send(twilio, receiver, to: str = "+15558675310"):
@@ -37,8 +45,9 @@ def test_callbacks_arrive_in_order_and_are_signed(twilio, receiver):
         assert call["path"] == "/twilio/status?tenant=7"
         assert call["headers"]["content-type"] == "application/x-www-form-urlencoded"
         assert validator.validate(receiver.url, params, call["headers"]["x-twilio-signature"])
-        assert not validator.validate(receiver.url, {**params, "MessageStatus": "x"},
-                                      call["headers"]["x-twilio-signature"])
+        assert not validator.validate(
+            receiver.url, {**params, "MessageStatus": "x"}, call["headers"]["x-twilio-signature"]
+        )
     tokens = [c["headers"]["i-twilio-idempotency-token"] for c in calls]
     assert len(set(tokens)) == 3
     fetched = twilio.messages(message.sid).fetch()

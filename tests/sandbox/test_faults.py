@@ -14,10 +14,12 @@ FROM = "+15017122661"
 DATA = {"To": "+15558675310", "From": FROM, "Body": "Hi"}
 
 
-@pytest.mark.parametrize(("switch", "status", "code"), [("rate_429", 429, 20429),
-                                                         ("rate_500", 500, 20500)])
-def test_rate_switches_reject_without_creating(twilio, sandbox_server, base_url, switch, status,
-                                               code):
+@pytest.mark.parametrize(
+    ("switch", "status", "code"), [("rate_429", 429, 20429), ("rate_500", 500, 20500)]
+)
+def test_rate_switches_reject_without_creating(
+    twilio, sandbox_server, base_url, switch, status, code
+):
     sandbox_server.configure(**{switch: 1})
     with pytest.raises(TwilioRestException) as caught:
         twilio.messages.create(to="+15558675310", from_=FROM, body="Hi")
@@ -57,8 +59,10 @@ def test_a_seed_makes_fault_injection_reproducible():
 def test_admin_config_reads_and_changes_switches(base_url):
     config = requests.get(f"{base_url}/_sandbox/config").json()
     assert config == {**SandboxConfig(callback_delay_ms=10).to_dict(), "seed": 1234}
-    changed = requests.post(f"{base_url}/_sandbox/config",
-                            json={"latency_ms": 5, "rate_429": 0.25, "callback_shuffle": True})
+    changed = requests.post(
+        f"{base_url}/_sandbox/config",
+        json={"latency_ms": 5, "rate_429": 0.25, "callback_shuffle": True},
+    )
     assert changed.status_code == 200
     assert changed.json()["latency_ms"] == 5 and changed.json()["rate_429"] == 0.25
     assert requests.get(f"{base_url}/_sandbox/config").json()["callback_shuffle"] is True
@@ -67,7 +71,9 @@ def test_admin_config_reads_and_changes_switches(base_url):
 
 
 def test_admin_messages_and_reset(twilio, base_url):
-    twilio.messages.create(to="+15558675310", from_=FROM, body="Hi", status_callback="http://x.test/cb")
+    twilio.messages.create(
+        to="+15558675310", from_=FROM, body="Hi", status_callback="http://x.test/cb"
+    )
     requests.post(f"{base_url}/_sandbox/config", json={"rate_500": 1})
     seen = requests.get(f"{base_url}/_sandbox/messages").json()
     assert [(m["to"], m["body"], m["status_callback"]) for m in seen["messages"]] == [

@@ -51,9 +51,15 @@ def check_message(spec: dict[str, Any], message: dict[str, Any]) -> None:
 
 
 def test_created_fetched_and_delivered_messages_match_the_schema(spec, http, messages_url):
-    created = http.post(messages_url, data={
-        "To": "+15558675310", "From": "+15017122661", "Body": "Hi", "StatusCallback": "",
-    })
+    created = http.post(
+        messages_url,
+        data={
+            "To": "+15558675310",
+            "From": "+15017122661",
+            "Body": "Hi",
+            "StatusCallback": "",
+        },
+    )
     assert created.status_code == 201
     check_message(spec, created.json())
     url = messages_url.replace(".json", f"/{created.json()['sid']}.json")
@@ -72,8 +78,17 @@ def test_list_page_matches_the_schema(spec, http, messages_url):
     page = http.get(messages_url, params={"PageSize": 2}).json()
     schema = spec["paths"][LIST]["get"]["responses"]["200"]["content"]["application/json"]
     validator(spec, schema["schema"]).validate(page)
-    assert {"messages", "page", "page_size", "first_page_uri", "next_page_uri",
-            "previous_page_uri", "uri", "start", "end"} <= set(page)
+    assert {
+        "messages",
+        "page",
+        "page_size",
+        "first_page_uri",
+        "next_page_uri",
+        "previous_page_uri",
+        "uri",
+        "start",
+        "end",
+    } <= set(page)
     for message in page["messages"]:
         check_message(spec, message)
 
@@ -100,7 +115,10 @@ def test_auth_and_not_found_errors_have_twilio_shape(http, messages_url):
     unauthorized = http.get(messages_url, auth=("AC" + "0" * 32, "wrong"))
     missing = http.get(messages_url.replace(".json", "/SM" + "0" * 32 + ".json"))
     unknown_route = http.get(messages_url.replace("Messages.json", "Calls.json"))
-    for response, status, code in ((unauthorized, 401, 20003), (missing, 404, 20404),
-                                   (unknown_route, 404, 20404)):
+    for response, status, code in (
+        (unauthorized, 401, 20003),
+        (missing, 404, 20404),
+        (unknown_route, 404, 20404),
+    ):
         OAS30Validator(ERROR_SCHEMA).validate(response.json())
         assert (response.status_code, response.json()["code"]) == (status, code)

@@ -25,8 +25,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize(("server", "stop"), [("gunicorn", signal.SIGTERM),
-                                              ("werkzeug", signal.SIGINT)])
+@pytest.mark.parametrize(
+    ("server", "stop"), [("gunicorn", signal.SIGTERM), ("werkzeug", signal.SIGINT)]
+)
 def test_serve_answers_until_stopped(server: str, stop: signal.Signals) -> None:
     port = free_port()
     code = (
@@ -34,8 +35,13 @@ def test_serve_answers_until_stopped(server: str, stop: signal.Signals) -> None:
         f"from sandbox import serve; serve(port={port}, server={server!r}, "
         "log_requests=False, latency_ms='20', rate_500='0')"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -48,7 +54,8 @@ def test_serve_answers_until_stopped(server: str, stop: signal.Signals) -> None:
         created = requests.post(
             f"{base}/2010-04-01/Accounts/{SANDBOX_ACCOUNT_SID}/Messages.json",
             auth=(SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN),
-            data={"To": "+15558675310", "From": "+15017122661", "Body": "Hi"}, timeout=5,
+            data={"To": "+15558675310", "From": "+15017122661", "Body": "Hi"},
+            timeout=5,
         )
         assert created.status_code == 201
     finally:

@@ -54,12 +54,16 @@ def reconcile_messages(self) -> dict[str, int]:  # type: ignore[no-untyped-def]
     # A message waiting for a send retry must never look stuck.
     unsent_age = max(settings.reconcile_unsent_after_seconds, MAX_COUNTDOWN + 60)
     unsent = reconcile.reconcile_unsent(
-        context.session_factory, context.provider,
-        older_than_seconds=unsent_age, limit=RECONCILE_BATCH,
+        context.session_factory,
+        context.provider,
+        older_than_seconds=unsent_age,
+        limit=RECONCILE_BATCH,
     )
     unfinished = reconcile.reconcile_unfinished(
-        context.session_factory, context.provider,
-        older_than_seconds=settings.reconcile_unfinished_after_seconds, limit=RECONCILE_BATCH,
+        context.session_factory,
+        context.provider,
+        older_than_seconds=settings.reconcile_unfinished_after_seconds,
+        limit=RECONCILE_BATCH,
     )
     send = self.app.tasks["send_message"]
     for message_id in unsent.resend:
