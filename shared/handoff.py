@@ -241,15 +241,25 @@ def _store_sid(session_factory: sessionmaker[Session], claim: _Claim, sent: Sent
     """Record the SID; the status is left alone, as a callback may already have moved it."""
     try:
         with session_factory() as session:
-            session.execute(
+            status = session.scalar(
                 update(Message)
                 .where(
                     Message.id == claim.id,
                     or_(Message.sms_sid.is_(None), Message.sms_sid == sent.sid),
                 )
                 .values(sms_sid=sent.sid, handoff="done", updated_at=utcnow())
+                .returning(Message.status)
             )
             session.commit()
+        if status in messaging.FINAL:
+            # The reconciler gave up on this call and refunded it, yet Twilio has
+            # the message: keep the SID as the truth and tell the operator.
+            log.error(
+                "message %s reached Twilio as %s after it was %s; its charge was refunded",
+                claim.id,
+                sent.sid,
+                status,
+            )
     except IntegrityError:
         # Another message of ours holds this SID; look again later, excluding it.
         error = UnknownOutcome(f"{sent.sid} is stored on another message")

@@ -36,12 +36,16 @@ NOT_FOUND = "Not found at Twilio after an interrupted hand-off"
 
 @dataclass
 class Report:
-    """What one run did; `callbacks` and `resend` are for the caller to enqueue."""
+    """What one run did; `callbacks`, `resend` and `resend_campaign` are for the caller to enqueue.
+
+    Campaign messages are resent on the campaign queue, so they never delay single sends.
+    """
 
     adopted: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     updated: list[int] = field(default_factory=list)
     resend: list[int] = field(default_factory=list)
+    resend_campaign: list[int] = field(default_factory=list)
     callbacks: list[int] = field(default_factory=list)
 
 
@@ -57,19 +61,21 @@ def reconcile_unsent(
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     stuck = (Message.status == "sending", Message.sms_sid.is_(None), Message.updated_at < cutoff)
     with session_factory() as session:
-        report.resend = list(
-            session.scalars(
-                select(Message.id)
-                .where(*stuck, Message.handoff == "pending")
-                .order_by(Message.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        if report.resend:
+        rows = session.execute(
+            select(Message.id, Message.campaign_id)
+            .where(*stuck, Message.handoff == "pending")
+            .order_by(Message.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        report.resend = [row.id for row in rows if row.campaign_id is None]
+        report.resend_campaign = [row.id for row in rows if row.campaign_id is not None]
+        if rows:
             # Touched, so the next run does not enqueue them again while they wait.
             session.execute(
-                update(Message).where(Message.id.in_(report.resend)).values(updated_at=utcnow())
+                update(Message)
+                .where(Message.id.in_([row.id for row in rows]))
+                .values(updated_at=utcnow())
             )
         session.commit()
         ids = list(

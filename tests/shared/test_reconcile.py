@@ -7,6 +7,7 @@ import time
 import pytest
 import requests
 
+from shared.models import Campaign, Message
 from shared.providers import TransientError
 from shared.providers.twilio import TwilioProvider
 from shared.reconcile import NOT_FOUND, reconcile_unfinished, reconcile_unsent
@@ -181,3 +182,17 @@ def test_the_reconcile_ages_are_settings():
     )
     with pytest.raises(SettingsError, match="RECONCILE_UNSENT_AFTER_SECONDS"):
         load_settings({**env, "RECONCILE_UNSENT_AFTER_SECONDS": "soon"})
+
+
+def test_a_lost_campaign_message_is_resent_on_the_campaign_queue(twilio, session_factory):
+    _base_url, provider = twilio
+    lost = handed_off(session_factory, sid=None, handoff="pending")
+    with session_factory() as session:
+        campaign = Campaign(user_id=lost.user_id, phone_number_id=lost.phone_number_id, body="Hi")
+        session.add(campaign)
+        session.flush()
+        session.get(Message, lost.id).campaign_id = campaign.id
+        session.commit()
+    age(session_factory, lost.id, 2 * HOUR)
+    report = unsent(session_factory, provider)
+    assert (report.resend, report.resend_campaign) == ([], [lost.id])

@@ -12,7 +12,7 @@ from celery import shared_task
 
 from shared import reconcile, user_callbacks
 from worker.context import context_for
-from worker.factory import MAX_COUNTDOWN
+from worker.factory import CAMPAIGN_QUEUE, MAX_COUNTDOWN
 
 log = logging.getLogger(__name__)
 RECONCILE_BATCH = 100
@@ -68,13 +68,15 @@ def reconcile_messages(self) -> dict[str, int]:  # type: ignore[no-untyped-def]
     send = self.app.tasks["send_message"]
     for message_id in unsent.resend:
         send.delay(message_id)
+    for message_id in unsent.resend_campaign:
+        send.apply_async(args=[message_id], queue=CAMPAIGN_QUEUE)
     deliver = self.app.tasks[deliver_user_callback.name]
     for callback_id in unsent.callbacks + unfinished.callbacks:
         deliver.delay(callback_id)
     counts = {
         "adopted": len(unsent.adopted),
         "failed": len(unsent.failed),
-        "resent": len(unsent.resend),
+        "resent": len(unsent.resend) + len(unsent.resend_campaign),
         "updated": len(unfinished.updated),
     }
     if any(counts.values()):
