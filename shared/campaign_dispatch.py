@@ -93,6 +93,17 @@ def pump(
         )
         if not stale and not fresh:
             if backlog == 0:
+                # Messages waiting for a send retry are not handed off yet: the
+                # campaign is still sending, and a cancel may still stop them.
+                backlog = session.scalar(
+                    select(func.count()).where(
+                        Message.campaign_id == campaign.id,
+                        Message.status == "sending",
+                        Message.sms_sid.is_(None),
+                        Message.handoff.in_(("pending", "unknown")),
+                    )
+                )
+            if backlog == 0:
                 campaign.status = "completed"
                 campaign.updated_at = now
             session.commit()

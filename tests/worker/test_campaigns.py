@@ -283,6 +283,11 @@ def test_pump_releases_each_message_once_within_the_bucket_then_completes(
         is None
     )  # a retired chain stops
     with session_factory.begin() as session:
+        session.execute(Message.__table__.update().values(status="sending", handoff="pending"))
+    # Waiting for a send retry is not handed off: the campaign keeps sending (and cancelable).
+    done = pump(session_factory, pacer, campaign_id=campaign_id, chain=chain, stale_after=60)
+    assert done.delay and campaign_status(session_factory, campaign_id) == "sending"
+    with session_factory.begin() as session:
         session.execute(Message.__table__.update().values(status="sending", handoff="done"))
     done = pump(session_factory, pacer, campaign_id=campaign_id, chain=chain, stale_after=60)
     assert done.delay is None and campaign_status(session_factory, campaign_id) == "completed"
