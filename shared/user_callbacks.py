@@ -23,7 +23,9 @@ import requests
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.callback_urls import check_callback_url
 from shared.db import utcnow
+from shared.messaging import Rejected
 from shared.models import Message, User, UserCallback
 
 log = logging.getLogger(__name__)
@@ -100,9 +102,17 @@ def backoff(attempts: int) -> float:
 
 
 def attempt(
-    session_factory: sessionmaker[Session], *, callback_id: int, http: Any = requests
+    session_factory: sessionmaker[Session],
+    *,
+    callback_id: int,
+    allow_private: bool = False,
+    http: Any = requests,
 ) -> Attempt:
-    """Post one due outbox row to the user's URL and record what happened."""
+    """Post one due outbox row to the user's URL and record what happened.
+
+    The URL is checked again before each post: a name that resolved to a
+    public address when the message was sent may point inward by now.
+    """
     now = utcnow()
     with session_factory() as session:
         claimed = session.execute(
@@ -140,6 +150,7 @@ def attempt(
     }
     error = None
     try:
+        check_callback_url(claimed.url, allow_private=allow_private)
         response = http.post(
             claimed.url,
             data=body,
@@ -149,6 +160,8 @@ def attempt(
         )
         if not 200 <= response.status_code < 300:
             error = f"HTTP {response.status_code}"
+    except Rejected as rejected:
+        error = rejected.message
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}"
     return _record(session_factory, callback_id, claimed.attempts, claimed.created_at, error)

@@ -100,15 +100,24 @@ def secret_of(session_factory, user_id: int) -> str:
 def test_an_event_is_signed_retried_and_delivered_once(session_factory, receiver):
     message = handed_off(session_factory, status_callback=receiver.url)
     callback_id = changed(session_factory, message)
-    first = user_callbacks.attempt(session_factory, callback_id=callback_id)
+    first = user_callbacks.attempt(session_factory, callback_id=callback_id, allow_private=True)
     assert first.kind == "retry" and 2.5 <= first.delay <= 5
     assert row(session_factory, callback_id).last_error == "HTTP 500"
     # Not due yet: an early or duplicate task does nothing.
-    assert user_callbacks.attempt(session_factory, callback_id=callback_id).kind == "skipped"
+    assert (
+        user_callbacks.attempt(session_factory, callback_id=callback_id, allow_private=True).kind
+        == "skipped"
+    )
     make_due(session_factory, callback_id)
-    assert user_callbacks.attempt(session_factory, callback_id=callback_id).kind == "delivered"
+    assert (
+        user_callbacks.attempt(session_factory, callback_id=callback_id, allow_private=True).kind
+        == "delivered"
+    )
     make_due(session_factory, callback_id)
-    assert user_callbacks.attempt(session_factory, callback_id=callback_id).kind == "skipped"
+    assert (
+        user_callbacks.attempt(session_factory, callback_id=callback_id, allow_private=True).kind
+        == "skipped"
+    )
     stored = row(session_factory, callback_id)
     assert stored.attempts == 2 and stored.delivered_at is not None
     [(h1, b1), (h2, b2)] = receiver.posts
@@ -132,7 +141,7 @@ def test_an_event_is_given_up_24_hours_after_it_happened(session_factory):
     message = handed_off(session_factory, status_callback="http://127.0.0.1:9/closed")
     callback_id = changed(session_factory, message)
     make_due(session_factory, callback_id, created_at=utcnow() - timedelta(hours=24))
-    outcome = user_callbacks.attempt(session_factory, callback_id=callback_id)
+    outcome = user_callbacks.attempt(session_factory, callback_id=callback_id, allow_private=True)
     assert outcome.kind == "gave_up" and outcome.error == "ConnectionError"
     assert user_callbacks.due(session_factory, limit=10) == []
 
@@ -228,3 +237,12 @@ def test_the_beat_schedules_reconciliation_and_the_sweeper(database_url):
     )
     expected = ["reconcile_messages", "sweep_user_callbacks", "True"]
     assert done.stdout.split() == expected, done.stderr
+
+
+def test_a_url_that_now_points_inward_is_not_posted(session_factory, receiver):
+    # Accepted when its name was public; by delivery time it resolves to loopback.
+    message = handed_off(session_factory, status_callback=receiver.url)
+    callback_id = changed(session_factory, message)
+    outcome = user_callbacks.attempt(session_factory, callback_id=callback_id)
+    assert outcome.kind == "retry" and outcome.error == "Invalid status_callback URL"
+    assert receiver.posts == []

@@ -26,7 +26,11 @@ def deliver_user_callback(self, callback_id: int) -> str:  # type: ignore[no-unt
     A wait longer than the broker's redelivery window is left to the sweeper.
     """
     context = context_for(self.app)
-    outcome = user_callbacks.attempt(context.session_factory, callback_id=callback_id)
+    outcome = user_callbacks.attempt(
+        context.session_factory,
+        callback_id=callback_id,
+        allow_private=context.settings.callback_allow_private,
+    )
     if outcome.kind == "retry" and outcome.delay <= MAX_COUNTDOWN:
         self.apply_async(args=[callback_id], countdown=outcome.delay)
         user_callbacks.mark_enqueued(context.session_factory, callback_id=callback_id)
