@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,15 @@ MESSAGES = {
 
 def register(app: Flask) -> None:
     """Install the handlers that turn every error into JSON."""
+
+    @app.before_request
+    def _no_nul_in_query() -> None:
+        # PostgreSQL text cannot hold NUL: refuse it here rather than fail in a query.
+        for name, values in request.args.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                raise ApiError(
+                    400, f"The {name.strip(chr(0))} field must not contain NUL characters"
+                )
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):

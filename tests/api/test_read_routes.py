@@ -72,3 +72,14 @@ def test_balance_and_numbers(client, session, account):
         },
     ]
     assert client.get("/api/user/balance").status_code == 401
+
+
+def test_out_of_range_ids_and_nul_in_queries_are_4xx(client, account):
+    _, token, _ = account
+    assert client.get(f"/api/user/sms/{2**40}", headers=auth(token)).status_code == 404
+    assert client.get(f"/api/user/sms/campaigns/{2**40}", headers=auth(token)).status_code == 404
+    answer = client.get("/api/user/sms?to=%00", headers=auth(token))
+    assert (answer.status_code, answer.get_json()["message"]) == (
+        400,
+        "The to field must not contain NUL characters",
+    )
