@@ -147,7 +147,7 @@ def create():
     return {"message": "Campaign accepted", "data": campaign_json(campaign, None)}, 202
 
 
-@bp.get("/<int(max=2147483647):campaign_id>")
+@bp.get("/<int:campaign_id>")
 @document("One of your campaigns, with live progress", responses={200: CampaignOne, 404: ErrorOut})
 def show(campaign_id: int):
     """Return a campaign with its message counts, cost and refunds, read now."""
@@ -158,7 +158,7 @@ def show(campaign_id: int):
         return {"data": campaign_json(campaign, session)}
 
 
-@bp.post("/<int(max=2147483647):campaign_id>/cancel")
+@bp.post("/<int:campaign_id>/cancel")
 @document(
     "Cancel what has not been handed to Twilio, and refund it",
     responses={200: CampaignOne, 404: ErrorOut, 409: ErrorOut},

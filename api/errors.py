@@ -13,11 +13,14 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error answer with the contract's message and optional per-field errors."""
 
-    def __init__(self, status: int, message: str, errors: dict | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, errors: dict | None = None, headers: dict | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.errors = errors
+        self.headers = headers or {}
 
 
 MESSAGES = {
@@ -48,7 +51,7 @@ def register(app: Flask) -> None:
         body: dict = {"message": error.message}
         if error.errors:
             body["errors"] = error.errors
-        return jsonify(body), error.status
+        return jsonify(body), error.status, error.headers
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):

@@ -9,6 +9,7 @@ from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 
 
@@ -20,6 +21,7 @@ class Gateway:
     engine: Engine
     sessions: sessionmaker[Session]
     celery: Celery
+    limiter: RateLimiter
 
     def enqueue_send(self, message_id: int) -> None:
         """Queue the hand-off of a committed message; raises if the broker is down."""

@@ -20,6 +20,7 @@ import swagger_ui
 from flask import Blueprint, Flask, current_app, render_template_string
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from werkzeug.routing import IntegerConverter
 
 from api import schemas
 
@@ -99,8 +100,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
 def _path(rule: str, arguments: Any, converters: dict[str, Any]) -> tuple[str, list[dict]]:
     params = []
     for name in sorted(arguments):
-        kind = type(converters.get(name)).__name__
-        schema = {"type": "integer"} if kind == "IntegerConverter" else {"type": "string"}
+        converter = converters.get(name)
+        if isinstance(converter, IntegerConverter):
+            schema = {"type": "integer", "minimum": 0, "maximum": converter.max or 2**63}
+        else:
+            schema = {"type": "string"}
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule), params
 
@@ -126,6 +130,7 @@ def _operation(doc: Doc, path: str, params: list[dict], models: set) -> dict[str
     if path.startswith("/api/user/"):
         op["security"] = [{"bearer": []}]
         responses.setdefault(401, schemas.ErrorOut)
+        responses.setdefault(429, schemas.ErrorOut)  # the per-token rate limit
     op["responses"] = {str(code): _response(answer, models) for code, answer in responses.items()}
     op.update(doc.extra)
     return op

@@ -106,7 +106,7 @@ def send():
     return answer, 201
 
 
-@bp.get("/sms/<int(max=2147483647):message_id>")
+@bp.get("/sms/<int:message_id>")
 @document("One of your messages", responses={200: SmsOne, 404: ErrorOut})
 def show(message_id: int):
     """Return one of the user's messages."""

@@ -37,6 +37,7 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     max_campaign_bytes: int = 16 * 1024 * 1024
     requeue_after_seconds: int = 120
+    rate_limit_per_minute: int = 6000
     reconcile_unsent_after_seconds: int = 20 * 60
     reconcile_unfinished_after_seconds: int = 60 * 60
     # Operations (issue 5): log level, Flower's "user:password" list, the worker's metrics port.
@@ -144,6 +145,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", 64 * 1024, int)),
         max_campaign_bytes=int(_number(env, "MAX_CAMPAIGN_BYTES", 16 * 1024 * 1024, int)),
         requeue_after_seconds=int(_number(env, "REQUEUE_AFTER_SECONDS", 120, int)),
+        rate_limit_per_minute=int(_number(env, "RATE_LIMIT_PER_MINUTE", 6000, int)),
         reconcile_unsent_after_seconds=int(
             _number(env, "RECONCILE_UNSENT_AFTER_SECONDS", 20 * 60, int)
         ),

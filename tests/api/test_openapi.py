@@ -71,7 +71,7 @@ def test_the_send_request_schema_is_the_validating_model(spec):
         "name": "message_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "integer"},
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
     }
     names = {p["name"] for p in spec["paths"]["/api/user/sms"]["get"]["parameters"]}
     assert {"status", "campaign_id", "to", "page", "per_page"} <= names

@@ -1,0 +1,43 @@
+"""The per-token rate limit: 429 with Retry-After past the limit, shared through Redis."""
+
+from __future__ import annotations
+
+import redis
+
+from api.app import create_app
+from shared.ratelimit import RateLimiter
+from tests.api.conftest import auth
+from tests.factories import make_user
+
+
+def test_over_the_limit_is_429_with_retry_after(settings, session, redis_client):
+    _, token = make_user(session, balance="0")
+    _, other = make_user(session, balance="0")
+    app = create_app(settings.with_overrides(rate_limit_per_minute=3))
+    client = app.test_client()
+    try:
+        codes = [client.get("/api/user/balance", headers=auth(token)).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        limited = client.get("/api/user/balance", headers=auth(token))
+        assert limited.get_json() == {"message": "Too many requests"}
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        # Per token: another user's token is counted on its own.
+        assert client.get("/api/user/balance", headers=auth(other)).status_code == 200
+        # Unauthenticated requests are refused before they are counted.
+        assert client.get("/api/user/balance").status_code == 401
+    finally:
+        app.extensions["smsgw"].engine.dispose()
+
+
+def test_windows_are_shared_and_reset(redis_client):
+    one = RateLimiter(redis_client, limit=2, window=60)
+    two = RateLimiter(redis_client, limit=2, window=60)  # another API process
+    assert one.retry_after("k", now=120.0) is None
+    assert two.retry_after("k", now=130.0) is None
+    assert one.retry_after("k", now=170.5) == 10
+    assert two.retry_after("k", now=180.0) is None  # a new window
+
+
+def test_a_redis_outage_does_not_block_requests():
+    down = RateLimiter(redis.Redis(port=1, socket_connect_timeout=0.2), limit=1)
+    assert down.retry_after("k") is None and down.retry_after("k") is None
