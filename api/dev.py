@@ -169,7 +169,8 @@ def run(*, port: int, sandbox_port: int, data_dir: Path) -> int:
         print(banner(port=port, token=token, number_id=number_id), flush=True)
         return watch(children)
     finally:
-        stop(children)
+        stop_groups(children)
+        print("smsgw dev: stopped", flush=True)
 
 
 def banner(*, port: int, token: str, number_id: int) -> str:
@@ -203,16 +204,15 @@ def watch(children: list[subprocess.Popen]) -> int:
     return 0
 
 
-def stop(children: list[subprocess.Popen]) -> None:
-    """Stop every child and its own children, politely first."""
+def stop_groups(children: list[subprocess.Popen], *, grace: float = 10.0) -> None:
+    """Stop children started in their own sessions, with their own children: TERM, then KILL."""
     for child in reversed(children):
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + grace
     for child in reversed(children):
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
-    print("smsgw dev: stopped", flush=True)

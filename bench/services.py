@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from api.dev import free_port, redis_command, wait_for_port
+from api.dev import free_port, redis_command, stop_groups, wait_for_port
 from shared import accounts
 from shared.db import make_engine, make_session_factory
 from shared.migrate import upgrade
@@ -101,12 +100,6 @@ def process(
             wait_for_port(port, seconds=60)
         yield child
     finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+        stop_groups([child], grace=20)
         if log:
             out.close()

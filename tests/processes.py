@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from api.dev import redis_command, wait_for_port
+from api.dev import redis_command, stop_groups, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,13 +72,7 @@ def celery_worker(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_groups([process], grace=15)
 
 
 def gateway_env(**variables: str) -> dict[str, str]:
@@ -101,3 +94,44 @@ def wait_until(check, *, seconds: float, what: str, log: Path | None = None):
         time.sleep(0.1)
     tail = log.read_text(errors="replace")[-3000:] if log else ""
     raise AssertionError(f"timed out waiting for {what}\n{tail}")
+
+
+def stack_env(
+    *,
+    database_url: str,
+    redis_url: str,
+    twilio_api_base: str,
+    public_base_url: str = "http://gateway.test",
+    **extra: str,
+) -> dict[str, str]:
+    """Return the environment of a gateway process wired to the test database, Redis and sandbox."""
+    from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+
+    return gateway_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TWILIO_API_BASE=twilio_api_base,
+        PUBLIC_BASE_URL=public_base_url,
+        **extra,
+    )
+
+
+def celery_app_prints(script: str, *, database_url: str) -> list[str]:
+    """Run `script` beside `worker.celery_app` in a fresh interpreter; return its printed words."""
+    from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+
+    env = gateway_env(
+        DATABASE_URL=database_url, TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "from worker.celery_app import celery_app as app; " + script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()

@@ -15,7 +15,7 @@ from shared import messaging
 from shared.models import Message
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.factories import make_number, make_user, set_price
-from tests.processes import celery_worker, gateway_env, wait_until
+from tests.processes import celery_worker, stack_env, wait_until
 from worker.factory import make_celery
 
 COUNT = 200
@@ -49,14 +49,11 @@ def test_every_message_is_handed_off_exactly_once(
     celery = make_celery(settings)
     for message_id in ids:
         celery.send_task("send_message", args=[message_id], queue="sms")
-    env = gateway_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
+    env = stack_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        twilio_api_base=base_url,
         TWILIO_TIMEOUT="0.5",
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_API_BASE=base_url,
-        PUBLIC_BASE_URL="http://gateway.test",
     )
 
     def handed_off() -> int:

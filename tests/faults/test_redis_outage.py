@@ -11,9 +11,8 @@ from api.app import create_app
 from api.dev import free_port
 from shared.billing import ledger_sum
 from shared.models import Message, User
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.factories import make_number, make_user, set_price
-from tests.processes import RedisServer, celery_worker, gateway_env, wait_until
+from tests.processes import RedisServer, celery_worker, stack_env, wait_until
 
 TO = "+14155550123"
 
@@ -30,14 +29,7 @@ def test_api_and_worker_ride_out_a_redis_restart(
     app = create_app(settings.with_overrides(redis_url=redis.url))
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
-    env = gateway_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis.url,
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_API_BASE=sandbox_url,
-        PUBLIC_BASE_URL="http://gateway.test",
-    )
+    env = stack_env(database_url=database_url, redis_url=redis.url, twilio_api_base=sandbox_url)
     before = len(requests.get(f"{sandbox_url}/_sandbox/messages", timeout=5).json()["messages"])
 
     def send(n: int) -> list[tuple[int, str]]:

@@ -33,7 +33,7 @@ from shared.models import LedgerEntry, Message, User
 from shared.providers.twilio import TwilioProvider
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.factories import make_number, make_user, set_price
-from tests.processes import celery_worker, gateway_env, wait_until
+from tests.processes import celery_worker, stack_env, wait_until
 from worker.factory import make_celery
 
 COUNT = 2000
@@ -74,13 +74,11 @@ def test_killed_workers_lose_and_double_nothing(
     ids = session.scalars(select(Message.id).order_by(Message.id)).all()
     for message_id in ids:
         celery.send_task("send_message", args=[message_id], queue="sms")
-    env = gateway_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_API_BASE=sandbox_url,
-        PUBLIC_BASE_URL=ours.public_base_url,
+    env = stack_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        twilio_api_base=sandbox_url,
+        public_base_url=ours.public_base_url,
     )
     rng = random.Random(11)
 

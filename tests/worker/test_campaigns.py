@@ -17,10 +17,9 @@ from shared.campaign_expansion import expand_campaign
 from shared.db import utcnow
 from shared.handoff import hand_off
 from shared.models import Campaign, LedgerEntry, Message, User
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.factories import make_number, make_user, set_price
-from tests.processes import celery_worker
-from tests.worker.test_send_message import configure, sandbox_state, worker_env
+from tests.processes import celery_worker, stack_env
+from tests.worker.test_send_message import configure, sandbox_state
 from worker.factory import make_celery
 
 PUBLIC_BASE_URL = "http://gateway.test"
@@ -31,13 +30,11 @@ def workers(database_url, redis_url, sandbox, tmp_path_factory):
     """Run two worker processes on both queues; yield their log files."""
     _server, base_url = sandbox
     redis.Redis.from_url(redis_url).flushdb()
-    env = worker_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_API_BASE=base_url,
-        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+    env = stack_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        twilio_api_base=base_url,
+        public_base_url=PUBLIC_BASE_URL,
     )
     folder = tmp_path_factory.mktemp("workers")
     logs = [folder / f"{name}.log" for name in ("one", "two")]

@@ -16,17 +16,13 @@ from sqlalchemy import select, update
 from shared import messaging
 from shared.db import utcnow
 from shared.models import Message
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.factories import make_number, make_user, set_price
-from tests.processes import ROOT, celery_worker, gateway_env
+from tests.processes import ROOT, celery_app_prints, celery_worker, gateway_env, stack_env
 from worker.factory import MAX_COUNTDOWN, make_celery
 from worker.tasks.sending import backoff
 
 PUBLIC_BASE_URL = "http://gateway.test"
 BODY = "Your code is 7f3a9c"
-
-
-worker_env = gateway_env
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +31,11 @@ def worker(database_url, redis_url, sandbox, tmp_path_factory):
     _server, base_url = sandbox
     redis.Redis.from_url(redis_url).flushdb()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = worker_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_API_BASE=base_url,
-        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+    env = stack_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        twilio_api_base=base_url,
+        public_base_url=PUBLIC_BASE_URL,
         # User callbacks in these tests go to receivers on this machine.
         CALLBACK_ALLOW_PRIVATE="true",
     )
@@ -136,7 +130,7 @@ def test_the_beat_job_requeues_a_message_whose_enqueue_was_lost(app, session_fac
 
 
 def test_a_bad_setting_stops_the_worker_with_one_line(database_url):
-    env = worker_env(DATABASE_URL=database_url, TWILIO_ACCOUNT_SID="nope")
+    env = gateway_env(DATABASE_URL=database_url, TWILIO_ACCOUNT_SID="nope")
     command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
@@ -154,20 +148,11 @@ def test_backoff_is_exponential_with_full_jitter_and_capped():
 
 
 def test_the_app_schedules_the_requeue_job_every_minute(database_url):
-    env = worker_env(
-        DATABASE_URL=database_url, TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN
-    )
     script = (
-        "from worker.celery_app import celery_app as app; "
         "job = app.conf.beat_schedule['requeue-stale-messages']; "
         "print(job['task'], job['schedule'])"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.stdout.split() == ["requeue_stale_messages", "60.0"], done.stderr
+    assert celery_app_prints(script, database_url=database_url) == [
+        "requeue_stale_messages",
+        "60.0",
+    ]

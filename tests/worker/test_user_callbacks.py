@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,13 +17,11 @@ from sqlalchemy import select, update
 from shared import delivery, user_callbacks
 from shared.db import utcnow
 from shared.models import User, UserCallback
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.delivery_helpers import age, handed_off, load, refunds
+from tests.processes import celery_app_prints
 from tests.worker.test_send_message import (  # noqa: F401  (worker is a fixture)
-    ROOT,
     wait_for,
     worker,
-    worker_env,
 )
 from worker.factory import make_celery
 
@@ -218,25 +214,13 @@ def test_the_beat_reconciles_stuck_messages(celery, session_factory, sandbox, wo
 
 
 def test_the_beat_schedules_reconciliation_and_the_sweeper(database_url):
-    env = worker_env(
-        DATABASE_URL=database_url, TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN
-    )
     script = (
-        "from worker.celery_app import celery_app as app; "
         "s = app.conf.beat_schedule; "
         "print(s['reconcile-messages']['task'], s['sweep-user-callbacks']['task'], "
         "'worker.tasks.delivery' in app.conf.include)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
     expected = ["reconcile_messages", "sweep_user_callbacks", "True"]
-    assert done.stdout.split() == expected, done.stderr
+    assert celery_app_prints(script, database_url=database_url) == expected
 
 
 def test_a_url_that_now_points_inward_is_not_posted(session_factory, receiver):
