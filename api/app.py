@@ -6,10 +6,14 @@ import logging
 
 import redis
 from flask import Flask
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from sqlalchemy import Engine
 from werkzeug.routing import IntegerConverter, Map
 
 from api import account, campaigns, errors, health, metrics, openapi, sms, webhooks
 from api.gateway import Gateway
+from api.send_queue import SendQueue
 from shared import logs
 from shared.db import make_engine, make_session_factory
 from shared.ratelimit import RateLimiter
@@ -25,6 +29,13 @@ class RowId(IntegerConverter):
         super().__init__(url_map, *args, **kwargs)  # type: ignore[arg-type]
 
 
+def _autocommit_engine(url: str, engine: Engine) -> Engine:
+    """Return the engine of the request hot path: autocommit, and on PostgreSQL no pre-ping."""
+    if engine.dialect.name != "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return make_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API for the given settings, or for the environment's."""
     settings = settings or settings_or_exit()
@@ -35,16 +46,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
     engine = make_engine(settings.database_url)
+    # While Redis is down a request must fail in well under a second, not wait for it.
+    broker = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=1,
+        socket_connect_timeout=1,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2),
+    )
     app.extensions["smsgw"] = Gateway(
         settings=settings,
         engine=engine,
+        autocommit=_autocommit_engine(settings.database_url, engine),
         sessions=make_session_factory(engine),
         celery=make_celery(settings),
-        limiter=RateLimiter(
-            redis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1),
-            limit=settings.rate_limit_per_minute,
-        ),
+        send_queue=SendQueue(broker),
+        limiter=RateLimiter(broker, limit=settings.rate_limit_per_minute),
     )
+    app.teardown_appcontext(lambda _: app.extensions["smsgw"].close_connection())
     errors.register(app)
     metrics.init_app(app)
     for module in (sms, campaigns, account, health, webhooks):

@@ -1,31 +1,57 @@
-"""What a request needs from the process: settings, database sessions, the broker."""
+"""What a request needs from the process: settings, database, broker, rate limiter."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from celery import Celery
-from flask import current_app
-from sqlalchemy import Engine
+from flask import current_app, g
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.send_queue import SendQueue
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 
 
 @dataclass
 class Gateway:
-    """The app's long-lived objects, made once by `create_app`."""
+    """The app's long-lived objects, made once by `create_app`.
+
+    On `autocommit` each statement is its own transaction: the hot path of a
+    send (the token lookup and the one-statement accept) runs there, on one
+    connection per request, without a pre-ping round trip (see `api.auth`).
+    """
 
     settings: Settings
     engine: Engine
+    autocommit: Engine
     sessions: sessionmaker[Session]
     celery: Celery
+    send_queue: SendQueue
     limiter: RateLimiter
+
+    @property
+    def on_postgres(self) -> bool:
+        """True when sends can be accepted in one statement (`accept_at_once`)."""
+        return self.engine.dialect.name == "postgresql"
+
+    def connection(self) -> Connection:
+        """Return this request's autocommit connection; it is closed when the request ends."""
+        conn = g.get("smsgw_connection")
+        if conn is None:
+            conn = g.smsgw_connection = self.autocommit.connect()
+        return conn
+
+    def close_connection(self) -> None:
+        """Give this request's connection back to the pool, if it took one."""
+        conn = g.pop("smsgw_connection", None)
+        if conn is not None:
+            conn.close()
 
     def enqueue_send(self, message_id: int) -> None:
         """Queue the hand-off of a committed message; raises if the broker is down."""
-        self.celery.send_task("send_message", args=[message_id], queue="sms")
+        self.send_queue.push(message_id)
 
 
 def gateway() -> Gateway:

@@ -16,8 +16,7 @@ import uuid
 from typing import Any
 
 import redis
-from celery.signals import before_task_publish
-from flask import Blueprint, Flask, Response, current_app, g, has_request_context, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -104,13 +103,6 @@ def metrics() -> Response:
     registry.register(_Collected(worker_metrics.registry()))
     registry.register(QueueDepth(current_app))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-
-@before_task_publish.connect
-def _count_accepted(sender: str | None = None, **_: object) -> None:
-    """Count a single send once its message is queued (an idempotent replay queues nothing)."""
-    if sender == "send_message" and has_request_context() and request.endpoint == "sms.send":
-        ACCEPTED.labels("single").inc()
 
 
 def _begin() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Blueprint, g, request
 from sqlalchemy import func, select
@@ -11,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from api import idempotency
 from api.auth import require_user
 from api.errors import ApiError
-from api.gateway import gateway
+from api.gateway import Gateway, gateway
+from api.metrics import ACCEPTED
 from api.openapi import document
 from api.schemas import (
     ErrorOut,
@@ -26,7 +28,7 @@ from api.schemas import (
 )
 from api.serialize import message_json
 from shared.callback_urls import check_callback_url
-from shared.messaging import Rejected, accept_message, fail
+from shared.messaging import Rejected, accept_at_once, accept_message, fail
 from shared.models import Message
 
 bp = Blueprint("sms", __name__, url_prefix="/api/user")
@@ -48,7 +50,7 @@ def send():
     """Accept, charge and queue one SMS; the worker hands it to Twilio."""
     data = json_body()
     key = idempotency.request_key()
-    digest = idempotency.fingerprint(data)
+    digest = idempotency.fingerprint(data) if key is not None else ""
     gw = gateway()
     if key is not None:
         with gw.sessions() as session:
@@ -63,26 +65,20 @@ def send():
         )
         if not 1 <= req.from_ <= MAX_ID:
             raise Rejected("From number not found")
-        with gw.sessions() as session:
-            message = accept_message(
-                session,
-                user_id=g.user_id,
-                phone_number_id=req.from_,
-                to=req.to,
-                body=req.body,
-                status_callback=callback or None,
-            )
-            answer = {"message": "SMS queued for sending", "data": message_json(message)}
-            if key is not None:
-                idempotency.remember(
-                    session,
-                    user_id=g.user_id,
-                    key=key,
-                    digest=digest,
-                    answer=answer,
-                    message_id=message.id,
-                )
-            session.commit()
+        fields = dict(
+            user_id=g.user_id,
+            phone_number_id=req.from_,
+            to=req.to,
+            body=req.body,
+            status_callback=callback or None,
+        )
+        message = None
+        if key is None and gw.on_postgres:  # nothing to store beside it: one round trip
+            message = accept_at_once(gw.connection(), **fields)
+        if message is None:
+            message, answer = _accept_in_session(gw, fields, key=key, digest=digest)
+        else:
+            answer = _answer(message)
     except Rejected as rejected:
         raise ApiError(400, rejected.message) from None
     except IntegrityError:
@@ -102,8 +98,41 @@ def send():
             idempotency.forget(session, message_id=message.id)
             session.commit()
         return {"message": "Failed to send SMS", "error": f"Queue unavailable: {exc}"}, 500
+    ACCEPTED.labels("single").inc()
     log.info("message accepted", extra={"message_id": message.id})
     return answer, 201
+
+
+def _answer(message: Any) -> dict:
+    return {"message": "SMS queued for sending", "data": message_json(message)}
+
+
+def _accept_in_session(
+    gw: Gateway, fields: dict, *, key: str | None, digest: str
+) -> tuple[Any, dict]:
+    """Accept in a transaction that also stores the Idempotency-Key's answer, if any.
+
+    On PostgreSQL the one statement is tried first; when it accepts nothing,
+    `accept_message` runs each check to reject with the right message.
+    """
+    with gw.sessions() as session:
+        message = None
+        if gw.on_postgres and key is not None:  # without a key the caller just tried it
+            message = accept_at_once(session.connection(), **fields)
+        if message is None:
+            message = accept_message(session, **fields)
+        answer = _answer(message)
+        if key is not None:
+            idempotency.remember(
+                session,
+                user_id=fields["user_id"],
+                key=key,
+                digest=digest,
+                answer=answer,
+                message_id=message.id,
+            )
+        session.commit()
+    return message, answer
 
 
 @bp.get("/sms/<int:message_id>")

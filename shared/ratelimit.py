@@ -7,13 +7,19 @@ import time
 import redis
 
 KEY_PREFIX = "smsgw:rate:"
+# Count and, on the window's first request, set the expiry: one atomic round trip.
+_COUNT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
 
 
 class RateLimiter:
     """Counts requests per key in windows of `window` seconds, allowing `limit` in each."""
 
     def __init__(self, client: redis.Redis, *, limit: int, window: int = 60) -> None:
-        self._client = client
+        self._count = client.register_script(_COUNT)
         self.limit = limit
         self.window = window
 
@@ -27,10 +33,7 @@ class RateLimiter:
         window_start = int(now // self.window) * self.window
         name = f"{KEY_PREFIX}{key}:{window_start}"
         try:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.set(name, 0, ex=self.window + 1, nx=True)
-            pipe.incr(name)
-            _, count = pipe.execute()
+            count = int(self._count(keys=[name], args=[self.window + 1]))
         except redis.RedisError:
             return None
         if count <= self.limit:
