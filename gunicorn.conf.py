@@ -27,8 +27,8 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 30
 keepalive = 5
 # A worker is replaced now and then, so a slow leak never grows for long.
-max_requests = 10_000
-max_requests_jitter = 1_000
+max_requests = 100_000
+max_requests_jitter = 10_000
 # The control socket has one fixed path per user: two servers on a host would share it.
 control_socket_disable = True
 accesslog = "-"

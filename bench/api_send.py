@@ -12,11 +12,15 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
+
+import requests
 
 from api.dev import free_port
 from bench.services import BIN, database, gateway_env, process, redis_server, seed_sender
 
+ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = '{"from": %(number)d, "to": "+14155550123", "body": "Hello from the benchmark"}'
@@ -25,22 +29,15 @@ wrk.headers["Authorization"] = "Bearer %(token)s"
 """
 
 
-def gunicorn(app: str, port: int, workers: int, threads: int) -> list[str]:
-    """Return the gunicorn command both apps are served with."""
-    return [
-        str(BIN / "gunicorn"),
-        app,
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        str(threads),
-        "--log-level",
-        "warning",
-    ]
+def gunicorn(app: str, port: int, workers: int, threads: int) -> tuple[list[str], dict[str, str]]:
+    """Return the command and settings both apps are served with: the API's own gunicorn.conf.py."""
+    argv = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app]
+    settings = {
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": str(workers),
+        "GUNICORN_THREADS": str(threads),
+    }
+    return argv, settings
 
 
 def wrk(url: str, script: Path, *, connections: int, seconds: int) -> dict[str, float]:
@@ -80,6 +77,18 @@ def wrk(url: str, script: Path, *, connections: int, seconds: int) -> dict[str, 
     }
 
 
+def _wait_for_app(url: str, seconds: float = 60) -> None:
+    """Wait until the app answers: gunicorn opens the port before its workers load it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=5)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {seconds:.0f} s")
+
+
 def run(
     *, connections: int = 32, seconds: int = 10, workers: int = 4, threads: int = 8
 ) -> list[dict]:
@@ -97,9 +106,11 @@ def run(
             ("POST /api/user/sms", "api.app:create_app()"),
         ):
             port = free_port()
-            with process(gunicorn(app, port, workers, threads), env=env, port=port):
+            argv, served = gunicorn(app, port, workers, threads)
+            with process(argv, env={**env, **served}, port=port):
                 url = f"http://127.0.0.1:{port}/api/user/sms"
-                wrk(url, script, connections=connections, seconds=2)  # warm up
+                _wait_for_app(url)
+                wrk(url, script, connections=connections, seconds=3)  # warm up every worker
                 result = wrk(url, script, connections=connections, seconds=seconds)
             rows.append({"what": name, **result})
     return rows
