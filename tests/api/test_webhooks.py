@@ -77,6 +77,24 @@ def test_a_bad_or_missing_signature_is_403_and_changes_nothing(client, session_f
     assert events(session_factory) == 0 and refunds(session_factory, message.id) == 0
 
 
+@pytest.mark.parametrize("dev", [False, True])
+def test_no_setting_turns_the_signature_check_off(
+    settings, engine, redis_client, session_factory, dev
+):
+    # Not even development mode: `smsgw dev`'s sandbox signs its callbacks like Twilio.
+    app = create_app(settings.with_overrides(dev=dev, callback_allow_private=True))
+    client = app.test_client()
+    message = handed_off(session_factory)
+    for path, params in (
+        (f"{STATUS}?message_id={message.id}", status_params(message, "delivered")),
+        (INBOUND, {"From": TO, "To": FROM, "Body": "STOP", "MessageSid": new_sid()}),
+    ):
+        assert client.post(path, data=params).status_code == 403
+    assert load(session_factory, message.id).status == "sending"
+    assert events(session_factory) == 0
+    app.extensions["smsgw"].engine.dispose()
+
+
 def test_the_signature_is_checked_against_the_public_url_behind_a_proxy(
     settings, engine, redis_client, session_factory
 ):
