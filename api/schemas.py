@@ -8,7 +8,7 @@ from flask import request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from api.errors import ApiError
-from shared.messaging import MAX_BODY_CHARS
+from shared.messaging import MAX_BODY_CHARS, is_unicode_text
 
 TYPE_NAMES = {
     "int_type": "an integer",
@@ -71,6 +71,9 @@ def check_body(body: str) -> None:
     if "\x00" in body:
         # PostgreSQL text cannot hold NUL, and no handset shows one.
         text = "The body field must not contain NUL characters"
+        raise ApiError(400, text, {"body": [text]})
+    if not is_unicode_text(body):
+        text = "The body field must be valid Unicode text"  # a lone surrogate, from a JSON escape
         raise ApiError(400, text, {"body": [text]})
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared import billing
 from shared.campaigns import bulk_write
 from shared.db import utcnow
-from shared.messaging import MAX_BODY_CHARS, Rejected, sender_number
+from shared.messaging import MAX_BODY_CHARS, Rejected, is_unicode_text, sender_number
 from shared.models import Campaign, CampaignRecipient, Message, OptOut, Price
 from shared.money import cost
 from shared.segments import count_segments
@@ -140,6 +140,8 @@ def render_body(template: Template, values: dict) -> str:
         raise Rejected(f"The body field must not be greater than {MAX_BODY_CHARS} characters")
     if "\x00" in body:
         raise Rejected("The body field must not contain NUL characters")
+    if not is_unicode_text(body):
+        raise Rejected("The body field must be valid Unicode text")
     return body
 
 

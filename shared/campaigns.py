@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from shared import billing, user_callbacks
 from shared.db import utcnow
-from shared.messaging import sender_number
+from shared.messaging import is_unicode_text, sender_number
 from shared.models import Campaign, CampaignRecipient, LedgerEntry, Message
 from shared.templates import Template
 
@@ -57,7 +57,10 @@ def json_recipients(items: Any, template: Template) -> Iterator[tuple[str, str]]
         values = item.get("vars", {})
         if not isinstance(values, dict):
             raise UploadError(f"The recipients.{position}.vars field must be an object")
-        yield _clean_to(item["to"]), json.dumps(values, ensure_ascii=False)
+        encoded = json.dumps(values, ensure_ascii=False)
+        if not is_unicode_text(encoded):
+            encoded = json.dumps(values)  # escaped, it can be stored; rendering rejects the row
+        yield _clean_to(item["to"]), encoded
 
 
 def csv_recipients(stream: IO[bytes], template: Template) -> Iterator[tuple[str, str]]:
@@ -90,8 +93,8 @@ def csv_recipients(stream: IO[bytes], template: Template) -> Iterator[tuple[str,
 
 
 def _clean_to(to: str) -> str:
-    """Keep a NUL out of the database; the row is then rejected as an invalid number."""
-    return to.replace("\x00", "\ufffd")
+    """Keep NUL and lone surrogates out of the database; the row is then an invalid number."""
+    return to.replace("\x00", "\ufffd").encode("utf-8", "replace").decode()
 
 
 def _check_count(count: int) -> None:

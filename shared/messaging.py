@@ -30,6 +30,15 @@ class Rejected(Exception):
         self.message = message
 
 
+def is_unicode_text(text: str) -> bool:
+    """Return False for a string holding a lone surrogate (JSON can escape one): not storable."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def can_move(current: str, new: str) -> bool:
     """Return True when `new` is later than `current`: status never moves backwards."""
     if current in FINAL or current not in RANK or new not in RANK:

@@ -180,6 +180,8 @@ def test_rows_are_rejected_one_by_one_and_duplicates_sent_once(
         {"to": "+14155550003", "vars": {"name": "x" * 300}},
         {"to": "+1415555\u00000004", "vars": {"name": "Nul"}},
         {"to": "+14155550005", "vars": {"name": "a\u0000b"}},
+        {"to": "+1415555\ud83d0006", "vars": {"name": "Half"}},  # a lone surrogate
+        {"to": "+14155550007", "vars": {"name": "half \ud83d"}},
     ]
     campaign_id = create(client, token, number_id, recipients).get_json()["data"]["id"]
     if pooled:  # the screening pool's path, in small chunks screened ahead of their use
@@ -189,7 +191,7 @@ def test_rows_are_rejected_one_by_one_and_duplicates_sent_once(
     else:
         expand_campaign(session_factory, campaign_id=campaign_id)
     data = client.get(f"{URL}/{campaign_id}", headers=auth(token)).get_json()["data"]
-    assert (data["total"], data["accepted"], data["rejected"], data["duplicates"]) == (9, 1, 7, 1)
+    assert (data["total"], data["accepted"], data["rejected"], data["duplicates"]) == (11, 1, 9, 1)
     assert data["rejections"] == [
         {"index": 1, "to": "+14155550002", "message": "Missing template variable name"},
         {"index": 2, "to": "not a number", "message": "Invalid to phone number"},
@@ -205,6 +207,12 @@ def test_rows_are_rejected_one_by_one_and_duplicates_sent_once(
             "index": 8,
             "to": "+14155550005",
             "message": "The body field must not contain NUL characters",
+        },
+        {"index": 9, "to": "+1415555?0006", "message": "Invalid to phone number"},
+        {
+            "index": 10,
+            "to": "+14155550007",
+            "message": "The body field must be valid Unicode text",
         },
     ]
     [message] = session.scalars(select(Message)).all()

@@ -197,3 +197,15 @@ def test_nul_characters_are_a_400_not_a_500(client, session, account):
     callback = send(client, token, from_=number_id, status_callback="http://x.test/\u0000")
     assert callback.get_json()["message"] == "Invalid status_callback URL"
     assert balance(session, user_id) == Decimal("10.0000")
+
+
+def test_a_lone_surrogate_is_a_400_not_a_500(client, session, account):
+    # JSON can escape half of a surrogate pair; such text cannot be stored or sent.
+    user_id, token, number_id = account
+    answer = send(client, token, from_=number_id, body="hi \ud83d there")
+    assert answer.status_code == 400
+    assert answer.get_json()["message"] == "The body field must be valid Unicode text"
+    for field in ({"to": "+1415555\ud83d0123"}, {"status_callback": "https://x.test/\ud83d"}):
+        other = send(client, token, from_=number_id, **field)
+        assert other.status_code == 400, other.get_json()
+    assert balance(session, user_id) == Decimal("10.0000")
