@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, request
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,14 @@ def register(app: Flask) -> None:
     def _http_error(error: HTTPException):
         status = error.code or 500
         return jsonify({"message": MESSAGES.get(status, error.name)}), status
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_unavailable(error: Exception):
+        # Down, restarting or unreachable: retry later (with an Idempotency-Key, safely).
+        log.error("database unavailable: %s", type(error.__cause__ or error).__name__)
+        body = {"message": "Service unavailable", "error": "Database unavailable"}
+        return jsonify(body), 503, {"Retry-After": "1"}
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
