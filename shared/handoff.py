@@ -5,17 +5,28 @@ committed before the provider is called, so among any number of workers,
 retries and redeliveries only the holder of the claim may call. A call whose
 outcome is unknown leaves `handoff = "unknown"`, and the next holder looks the
 message up at the provider before it would send again.
+
+The common hand-off (a `pending` message without a user callback to write)
+costs two statements, each its own transaction: the claim, an UPDATE ...
+RETURNING of what the call needs, and the SID's UPDATE. Either is retried
+once on a fresh connection when the pooled one turns out dead (the engine
+runs without a ping per checkout); both are safe to repeat, as a repeated
+claim finds the message taken and a repeated store writes the same SID.
+Everything else (callbacks to write, lookups, failures) goes through the ORM.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, Row, bindparam, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import Update
 
 from shared import messaging, optouts, user_callbacks
 from shared.db import utcnow
@@ -43,6 +54,38 @@ class Outcome:
     kind: str
     sid: str | None = None
     error: ProviderError | None = None
+
+
+# The claim of the common case, a `pending` message: one statement, committed
+# on its own. A message still `queued` with a user callback is left to the
+# ORM path, which writes the callback's outbox row in the claim's transaction.
+_CLAIM_PENDING = (
+    update(Message)
+    .where(
+        Message.id == bindparam("message_id"),
+        Message.handoff == "pending",
+        Message.status.in_(ACTIVE),
+        or_(Message.status == "sending", Message.status_callback.is_(None)),
+    )
+    .values(
+        handoff="in_flight",
+        status="sending",
+        attempts=Message.attempts + 1,
+        updated_at=bindparam("now"),
+        handoff_at=bindparam("now"),
+    )
+    .returning(Message.user_id, Message.to, Message.from_number, Message.body)
+)
+_STORE_SID = (
+    update(Message)
+    .where(
+        Message.id == bindparam("message_id"),
+        or_(Message.sms_sid.is_(None), Message.sms_sid == bindparam("sid")),
+    )
+    .values(sms_sid=bindparam("sid"), handoff="done", updated_at=bindparam("now"))
+    .returning(Message.status)
+)
+_autocommit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -156,8 +199,22 @@ def _claim(
     session_factory: sessionmaker[Session], message_id: int, allowed: tuple[str, ...]
 ) -> _Claim | None:
     """Move the message to `in_flight` and commit, or return None if it is not ours to send."""
+    if "pending" in allowed:
+        now = utcnow()
+        row = _execute_once(session_factory, _CLAIM_PENDING, {"message_id": message_id, "now": now})
+        if row is not None:
+            return _Claim(
+                message_id, row.user_id, row.to, row.from_number, row.body, now, "pending"
+            )
+    return _claim_locked(session_factory, message_id, allowed)
+
+
+def _claim_locked(
+    session_factory: sessionmaker[Session], message_id: int, allowed: tuple[str, ...]
+) -> _Claim | None:
+    """Claim through the ORM with the row locked: after an unknown outcome, or with a callback."""
     with session_factory() as session:
-        message = session.get(Message, message_id)
+        message = session.get(Message, message_id, with_for_update=True)
         if message is None or message.status not in ACTIVE or message.handoff not in allowed:
             state = "gone" if message is None else f"{message.status}/{message.handoff}"
             log.info("message %s: not handed off (%s)", message_id, state)
@@ -240,17 +297,10 @@ def _as_provider_error(error: Exception) -> ProviderError:
 def _store_sid(session_factory: sessionmaker[Session], claim: _Claim, sent: Sent) -> Outcome:
     """Record the SID; the status is left alone, as a callback may already have moved it."""
     try:
-        with session_factory() as session:
-            status = session.scalar(
-                update(Message)
-                .where(
-                    Message.id == claim.id,
-                    or_(Message.sms_sid.is_(None), Message.sms_sid == sent.sid),
-                )
-                .values(sms_sid=sent.sid, handoff="done", updated_at=utcnow())
-                .returning(Message.status)
-            )
-            session.commit()
+        row = _execute_once(
+            session_factory, _STORE_SID, {"message_id": claim.id, "sid": sent.sid, "now": utcnow()}
+        )
+        status = row[0] if row is not None else None
         if status in messaging.FINAL:
             # The reconciler gave up on this call and refunded it, yet Twilio has
             # the message: keep the SID as the truth and tell the operator.
@@ -265,6 +315,37 @@ def _store_sid(session_factory: sessionmaker[Session], claim: _Claim, sent: Sent
         error = UnknownOutcome(f"{sent.sid} is stored on another message")
         return _release(session_factory, claim.id, "unknown", error)
     return Outcome("sent", sid=sent.sid)
+
+
+def _execute_once(
+    session_factory: sessionmaker[Session], statement: Update, params: dict[str, Any]
+) -> Row[Any] | None:
+    """Run one UPDATE ... RETURNING as its own transaction; return its row, if any.
+
+    On the factory's engine it runs in autocommit, one round trip. A pooled
+    connection found dead (the database restarted) fails the statement before
+    it ran; the pool then drops every older connection and it runs once more.
+    """
+    bind = session_factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        with session_factory() as session:
+            row = session.execute(statement, params).first()
+            session.commit()
+            return row
+    engine = _autocommit_engines.get(bind)
+    if engine is None:
+        engine = _autocommit_engines.setdefault(
+            bind, bind.execution_options(isolation_level="AUTOCOMMIT")
+        )
+    try:
+        with engine.connect() as conn:
+            return conn.execute(statement, params).first()
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        log.warning("database connection lost, running the statement again: %s", error.orig)
+    with engine.connect() as conn:
+        return conn.execute(statement, params).first()
 
 
 def _release(

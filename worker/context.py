@@ -18,6 +18,11 @@ from shared.providers.twilio import TwilioProvider
 from shared.settings import Settings
 
 _attach_lock = threading.Lock()
+# Connections are held for one short statement at a time, never across a
+# Twilio call, so a few serve a hundred threads; threads beyond them wait for
+# one rather than open and close overflow connections (a backend each).
+POOL_SIZE = 20
+POOL_OVERFLOW = 10
 
 
 class WorkerContext:
@@ -33,15 +38,28 @@ class WorkerContext:
     @property
     def session_factory(self) -> sessionmaker[Session]:
         """Return the session factory, creating the engine on first use."""
+        if self._session_factory is not None:  # every task after the first: no lock
+            return self._session_factory
         with self._lock:
             if self._session_factory is None:
-                self._engine = make_engine(self.settings.database_url)
+                # No ping per checkout: a round trip and ~1 ms of CPU per hand-off.
+                # After a database restart the first statement on each old
+                # connection fails instead, and the pool then replaces all of
+                # them; the hand-off runs that statement once more (shared.handoff).
+                self._engine = make_engine(
+                    self.settings.database_url,
+                    pool_pre_ping=False,
+                    pool_size=POOL_SIZE,
+                    max_overflow=POOL_OVERFLOW,
+                )
                 self._session_factory = make_session_factory(self._engine)
             return self._session_factory
 
     @property
     def provider(self) -> Provider:
         """Return the provider; its HTTP session keeps connections alive between tasks."""
+        if self._provider is not None:
+            return self._provider
         with self._lock:
             if self._provider is None:
                 self._provider = TwilioProvider(self.settings)

@@ -36,17 +36,31 @@ TWILIO_BASE = "https://api.twilio.com"
 TRANSIENT_CODES = frozenset({20429, 21611})
 # How many of a sender's messages to one recipient `find` reads, newest first.
 FIND_LIMIT = 200
+# Kept-alive connections per process: more than a worker's threads, or the
+# extra ones would be opened and closed for every call.
+POOL_SIZE = 256
 _SDK_PREFIX = re.compile(r"^Unable to \w+ record: ")
 
 
 class RebasedHttpClient(TwilioHttpClient):
     """A TwilioHttpClient that sends requests to another base URL, such as the sandbox."""
 
-    def __init__(self, *, api_base: str, timeout: float) -> None:
+    def __init__(self, *, api_base: str, timeout: float, pool_size: int = POOL_SIZE) -> None:
         super().__init__(pool_connections=True, timeout=timeout)
         self.api_base = api_base.rstrip("/")
-        # The SDK only sizes the https pool; the sandbox and mocks speak plain http.
-        self.session.mount("http://", HTTPAdapter(pool_maxsize=32))
+        # Connections kept alive for every thread of a busy worker: the SDK sizes
+        # its https pool to the CPUs, and the sandbox and mocks speak plain http.
+        for prefix in ("https://", "http://"):
+            self.session.mount(prefix, HTTPAdapter(pool_maxsize=pool_size))
+        # requests reads the proxy and CA-bundle variables of the whole process
+        # environment on every call (a millisecond of CPU): read them once, for
+        # the one host this client talks to, and stop looking.
+        settings = self.session.merge_environment_settings(
+            self.api_base + "/", {}, None, None, None
+        )
+        self.session.trust_env = False
+        self.session.proxies = settings["proxies"]
+        self.session.verify = settings["verify"]
 
     def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
         """Rewrite the Twilio prefix of `url`, then send the request as the SDK would."""
