@@ -7,11 +7,12 @@ charge nothing, and once while the worker has a backlog, so hand-offs in
 progress hit the outage. Afterwards every accepted message is handed off,
 Twilio got each at most once, and the ledger sums to the balance.
 
-A task that met the outage is not retried: what it left behind is settled by
-the periodic jobs beat runs, run here by the test on short ages. The
-`requeue_stale_messages` task runs in the worker (REQUEUE_AFTER_SECONDS=2);
-the reconciler is called directly, as its task never looks at a message
-younger than 16 minutes.
+A hand-off that met the outage before its claim is retried by its own task,
+with no periodic job. One that met it after Twilio took the message, while
+storing the SID, is left `in_flight` for the reconciler, which adopts it by
+lookup: the test calls it directly, on short ages, as its beat job never looks
+at a message younger than 16 minutes (and sends `requeue_stale_messages`
+too, as beat would).
 """
 
 from __future__ import annotations
@@ -134,6 +135,18 @@ def test_api_and_worker_ride_out_a_postgres_restart(settings, sandbox, tmp_path)
             configure(sandbox_url, latency_ms=0)
             assert handed_off(batch) < BATCH, "the outage came too late to matter"
             assert "OperationalError" in log.read_text(), "no hand-off met the outage"
+
+            def unclaimed() -> int:
+                with sessions() as s:
+                    return s.scalar(
+                        select(func.count()).where(
+                            Message.id.in_(batch), Message.handoff == "pending"
+                        )
+                    )
+
+            # No beat job has run: the worker's own retries claim every message.
+            wait_until(lambda: unclaimed() == 0, seconds=60, what="claims by retries", log=log)
+            assert "database unavailable, retry in" in log.read_text()
 
             celery = make_celery(ours)
             provider = TwilioProvider(ours)

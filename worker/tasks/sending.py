@@ -10,6 +10,7 @@ import logging
 import random
 
 from celery import shared_task
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared.handoff import give_up, hand_off, requeue_stale
 from shared.providers import UnknownOutcome
@@ -33,12 +34,21 @@ def send_message(self, message_id: int) -> str:  # type: ignore[no-untyped-def]
     """Hand one message to Twilio, retrying transient failures with backoff."""
     context = context_for(self.app)
     settings = context.settings
-    outcome = hand_off(
-        context.session_factory,
-        context.provider,
-        message_id=message_id,
-        status_callback_base=settings.status_callback_base,
-    )
+    try:
+        outcome = hand_off(
+            context.session_factory,
+            context.provider,
+            message_id=message_id,
+            status_callback_base=settings.status_callback_base,
+        )
+    except (OperationalError, InterfaceError) as error:
+        # The database is down or restarting. The claim makes a retry safe, and
+        # it comes sooner than the beat's requeue of a message left `pending`.
+        countdown = backoff(self.request.retries, floor=1.0)
+        log.warning("send_message %s: database unavailable, retry in %.1f s", message_id, countdown)
+        raise self.retry(
+            exc=error, countdown=countdown, max_retries=settings.send_max_retries
+        ) from None
     observe_handoff(self.request, outcome)  # issue 5: metrics
     if outcome.kind != "retry":
         code = getattr(outcome.error, "code", None)
