@@ -167,6 +167,7 @@ def prices_set(country: str, price: str) -> None:
 @click.option("--rate-undelivered", type=float, default=0.0, help="Fraction ending undelivered.")
 @click.option("--no-callbacks", is_flag=True, help="Post no status callbacks.")
 @click.option("--seed", type=int, default=None, help="Make fault injection reproducible.")
+@click.option("--quiet", is_flag=True, help="Log no line per request.")
 def sandbox(
     port,
     host,
@@ -178,6 +179,7 @@ def sandbox(
     rate_undelivered,
     no_callbacks,
     seed,
+    quiet,
 ):
     """Serve the local Twilio-compatible sandbox.
 
@@ -201,6 +203,7 @@ def sandbox(
         rate_500=rate_500,
         rate_undelivered=rate_undelivered,
         callbacks=not no_callbacks,
+        log_requests=not quiet,
     )
 
 

@@ -123,7 +123,7 @@ def create_message(account_sid: str) -> tuple[Response, int]:
         status_callback=form.get("StatusCallback") or None,
         service_sid=service_sid or None,
     )
-    sandbox.lifecycle.start(message.sid, config, outcome)
+    sandbox.lifecycle.start(message.sid, config, outcome, posts=message.status_callback is not None)
     if config.slow_ms and sandbox.chance(config.rate_slow):
         # Slow after creating: the client may time out on a message that exists.
         time.sleep(config.slow_ms / 1000)

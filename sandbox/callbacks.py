@@ -23,6 +23,8 @@ class Plan:
     steps: list[tuple[str, tuple[int, str] | None]]
     config: SandboxConfig
     events: list[tuple[str, dict[str, str], str]] = dataclasses.field(default_factory=list)
+    # Steps run on the timer thread: nothing to post, only statuses to change.
+    inline: bool = False
 
     @property
     def in_order(self) -> bool:
@@ -65,11 +67,29 @@ class Lifecycle:
         self._shuffle = shuffle
         self._poster = FormPoster()
 
-    def start(self, sid: str, config: SandboxConfig, error: tuple[int, str] | None) -> None:
-        """Begin a message's lifecycle; it ends undelivered when error is given."""
+    def start(
+        self,
+        sid: str,
+        config: SandboxConfig,
+        error: tuple[int, str] | None,
+        *,
+        posts: bool = True,
+    ) -> None:
+        """Begin a message's lifecycle; it ends undelivered when error is given.
+
+        A message that posts no callback (`posts` false, or callbacks off) only
+        changes status: its steps run on the scheduler's timer thread.
+        """
         final = ("undelivered", error) if error else ("delivered", None)
         plan = Plan(sid, [("queued", None), ("sent", None), final], config)
-        self._scheduler.call_later(0, self._step, plan, 0)
+        plan.inline = not (posts and config.callbacks)
+        self._schedule(0, plan, 0)
+
+    def _schedule(self, delay_s: float, plan: Plan, index: int) -> None:
+        if plan.inline:
+            self._scheduler.call_later_inline(delay_s, self._step, plan, index)
+        else:
+            self._scheduler.call_later(delay_s, self._step, plan, index)
 
     def _step(self, plan: Plan, index: int) -> None:
         """Apply one status step, post or keep its callback, and schedule the next."""
@@ -85,8 +105,7 @@ class Lifecycle:
             else:
                 plan.events.append(event)
         if index + 1 < len(plan.steps):
-            delay_s = plan.config.callback_delay_ms / 1000
-            self._scheduler.call_later(delay_s, self._step, plan, index + 1)
+            self._schedule(plan.config.callback_delay_ms / 1000, plan, index + 1)
         elif plan.events:
             self._scheduler.call_later(plan.config.callback_late_ms / 1000, self._flush, plan)
 
