@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint fmt migrate api worker beat flower sandbox bench compose-up
-# The worker's prefork children count metrics in files here (worker/metrics.py).
+# Under a prefork pool the worker's children count metrics in files here (worker/metrics.py).
 METRICS_DIR ?= /tmp/smsgw-worker-metrics
 
 help: ## List the targets
@@ -45,7 +45,7 @@ api: $(STAMP) ## Serve the API with gunicorn (gunicorn.conf.py: workers from CPU
 worker: $(STAMP) ## Run a Celery worker on the single-send and campaign queues
 	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
 	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) \
-	  $(BIN)/celery -A worker.celery_app --quiet worker -Q sms,campaign --loglevel INFO
+	  $(BIN)/celery -A worker.celery_app --quiet worker -Q sms,campaign -P threads -c 64 --loglevel INFO
 
 beat: $(STAMP) ## Run the Celery beat scheduler
 	$(BIN)/celery -A worker.celery_app --quiet beat --loglevel INFO

@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, each beside its baseline measured in the same run.
 
 1. `POST /api/user/sms` under gunicorn, beside a bare Flask endpoint (wrk, 32 connections);
-2. the worker's hand-off to the sandbox, beside a no-op Celery task on the same pool;
+2. the worker's hand-off to the sandbox, beside a no-op Celery task on the same pool
+   (alone: `python -m bench handoff [--latency-ms 0] [--pool threads] [-c 16] [--processes 2]`);
 3. campaigns: 202 to every message queued, paced rates, peak memory (bench.campaigns).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 from bench import api_send, campaigns, handoff
 
@@ -19,8 +21,12 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, load {load:.1f} at start"
 
 
-def main() -> int:
-    """Run the benchmarks and print their tables."""
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print their tables; `python -m bench handoff` runs one section."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "handoff":
+        print(f"machine: {machine()}", flush=True)
+        return handoff.main(argv[1:])
     print(f"machine: {machine()}", flush=True)
     rows = []
     bare, gateway = api_send.run()
@@ -33,9 +39,9 @@ def main() -> int:
             "p99 < 50",
         )
     )
-    fast = handoff.measure(count=2000, pool="threads", concurrency=16, latency_ms=0)
+    fast = handoff.measure(count=2000, latency_ms=0, setting=handoff.FAST)
     rows.append(("hand-off, msg/s, sandbox 0 ms", fast[1]["rate"], fast[0]["rate"], ">= 70%"))
-    slow = handoff.measure(count=2000, pool="threads", concurrency=64, latency_ms=150)
+    slow = handoff.measure(count=2000, latency_ms=150, setting=handoff.SLOW)
     rows.append(("hand-off, msg/s, sandbox 150 ms", slow[1]["rate"], slow[0]["rate"], ">= 300/s"))
     print(f"\n{'measure':38} | {'gateway':>13} | {'baseline':>13} | {'ratio':>6} | goal")
     for what, ours, base, goal in rows:
