@@ -1,8 +1,9 @@
 """Gunicorn settings for the API: `gunicorn -c gunicorn.conf.py "api.app:create_app()"`.
 
 Environment: `GUNICORN_BIND` (default 0.0.0.0:8000), `WEB_CONCURRENCY` (default
-2 × CPUs + 1), `GUNICORN_TIMEOUT` (30 s), `PROMETHEUS_MULTIPROC_DIR` (default
-a fresh temporary directory). Logs, access log included, are JSON lines on stderr.
+CPUs + 1), `GUNICORN_THREADS` (default 4), `GUNICORN_TIMEOUT` (30 s),
+`PROMETHEUS_MULTIPROC_DIR` (default a fresh temporary directory). Logs, access
+log included, are JSON lines on stderr.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from gunicorn.glogging import Logger
 from shared.logs import JsonFormatter
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# A send spends much of its time waiting on PostgreSQL and Redis, so each worker
+# runs threads; more threads per process only add GIL contention (bench/api_send.py).
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 30
 keepalive = 5

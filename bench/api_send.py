@@ -90,9 +90,9 @@ def _wait_for_app(url: str, seconds: float = 60) -> None:
 
 
 def run(
-    *, connections: int = 32, seconds: int = 10, workers: int = 4, threads: int = 8
+    *, connections: int = 32, seconds: int = 10, workers: int = 3, threads: int = 4
 ) -> list[dict]:
-    """Measure both apps and return one row each."""
+    """Measure both apps and return one row each (gunicorn.conf.py's defaults on 2 cores)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     rows = []
