@@ -79,9 +79,8 @@ def sender_number(
     return number
 
 
-def segment_price(session: Session, *, to: str) -> Decimal:
+def segment_price(session: Session, *, region: str | None) -> Decimal:
     """Return the per-segment price of the recipient's country, or reject the send."""
-    region = phonenumbers.region_code_for_number(phonenumbers.parse(to, None))
     price = session.scalar(select(Price.price).where(Price.country == region))
     if price is None:
         raise Rejected("Destination country is not supported")
@@ -110,8 +109,8 @@ def accept_message(
     """
     now = utcnow()
     number = sender_number(session, user_id=user_id, phone_number_id=phone_number_id, now=now)
-    recipient = parse_recipient(to)
-    price = segment_price(session, to=recipient)
+    recipient, region = _recipient(to)
+    price = segment_price(session, region=region)
     if is_opted_out(session, user_id=user_id, to=recipient):
         raise Rejected("Recipient has opted out")
     count = count_segments(body)
