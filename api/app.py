@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from werkzeug.routing import IntegerConverter, Map
 
 from api import account, campaigns, errors, health, metrics, openapi, sms, webhooks
+from api.committer import Committer
 from api.gateway import Gateway
 from api.send_queue import SendQueue
 from shared import logs
@@ -36,6 +37,21 @@ def _autocommit_engine(url: str, engine: Engine) -> Engine:
     return make_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
 
 
+def _committer(
+    url: str, engine: Engine, send_queue: SendQueue, limiter: RateLimiter
+) -> Committer | None:
+    """Return the group committer of sends, on PostgreSQL (its statement is PostgreSQL's).
+
+    It keeps one connection, checked for a server-side close before each batch.
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    committing = make_engine(
+        url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=1, max_overflow=0
+    )
+    return Committer(committing, send_queue, limiter)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API for the given settings, or for the environment's."""
     settings = settings or settings_or_exit()
@@ -53,14 +69,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         socket_connect_timeout=1,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2),
     )
+    send_queue = SendQueue(broker)
+    limiter = RateLimiter(broker, limit=settings.rate_limit_per_minute)
     app.extensions["smsgw"] = Gateway(
         settings=settings,
         engine=engine,
         autocommit=_autocommit_engine(settings.database_url, engine),
         sessions=make_session_factory(engine),
         celery=make_celery(settings),
-        send_queue=SendQueue(broker),
-        limiter=RateLimiter(broker, limit=settings.rate_limit_per_minute),
+        send_queue=send_queue,
+        limiter=limiter,
+        committer=_committer(settings.database_url, engine, send_queue, limiter),
     )
     app.teardown_appcontext(lambda _: app.extensions["smsgw"].close_connection())
     errors.register(app)

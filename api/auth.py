@@ -2,28 +2,63 @@
 
 from __future__ import annotations
 
-from flask import g, request
+from collections.abc import Callable
+from typing import Any
+
+from flask import current_app, g, request
 from sqlalchemy.exc import DBAPIError
 
 from api.errors import ApiError
 from api.gateway import gateway
 from shared.accounts import hash_token, user_for_token
 
+_SELF_AUTHENTICATING = "smsgw_self_authenticating"
+
+
+def authenticates_itself(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a view that calls `bearer_token` and `authenticate` itself: `require_user` skips it."""
+    setattr(view, _SELF_AUTHENTICATING, True)
+    return view
+
 
 def require_user() -> None:
     """Set `g.user_id` from the Authorization header, or answer 401 (429 over the rate limit)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, _SELF_AUTHENTICATING, False):
+        return
+    token = bearer_token()
+    authenticate(token)
+    wait = gateway().limiter.retry_after(rate_key(token))
+    if wait is not None:
+        raise too_many_requests(wait)
+
+
+def bearer_token() -> str:
+    """Return the request's bearer token, or answer 401 if it has none."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "Unauthenticated")
+    return token
+
+
+def authenticate(token: str) -> int:
+    """Set and return `g.user_id` for the token, or answer 401."""
     user_id = _user_for(token)
     if user_id is None:
         raise ApiError(401, "Unauthenticated")
     g.user_id = user_id
-    wait = gateway().limiter.retry_after(f"token:{hash_token(token)[:32]}")
-    if wait is not None:
-        raise ApiError(429, "Too many requests", headers={"Retry-After": str(wait)})
+    return user_id
+
+
+def rate_key(token: str, *, hashed: bool = False) -> str:
+    """Return the key the token's requests are counted under (see `shared.ratelimit`)."""
+    return f"token:{(token if hashed else hash_token(token))[:32]}"
+
+
+def too_many_requests(wait: int) -> ApiError:
+    """Return the 429 for a token over its limit for `wait` more seconds."""
+    return ApiError(429, "Too many requests", headers={"Retry-After": str(wait)})
 
 
 def _user_for(token: str) -> int | None:

@@ -9,6 +9,7 @@ from flask import current_app, g
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.committer import Committer
 from api.send_queue import SendQueue
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
@@ -18,9 +19,10 @@ from shared.settings import Settings
 class Gateway:
     """The app's long-lived objects, made once by `create_app`.
 
-    On `autocommit` each statement is its own transaction: the hot path of a
-    send (the token lookup and the one-statement accept) runs there, on one
-    connection per request, without a pre-ping round trip (see `api.auth`).
+    On `autocommit` each statement is its own transaction: token lookups run
+    there, on one connection per request, without a pre-ping round trip (see
+    `api.auth`). On PostgreSQL, sends without an Idempotency-Key go through the
+    `committer`, which accepts the sends waiting together (`api.committer`).
     """
 
     settings: Settings
@@ -30,11 +32,7 @@ class Gateway:
     celery: Celery
     send_queue: SendQueue
     limiter: RateLimiter
-
-    @property
-    def on_postgres(self) -> bool:
-        """True when sends can be accepted in one statement (`accept_at_once`)."""
-        return self.engine.dialect.name == "postgresql"
+    committer: Committer | None
 
     def connection(self) -> Connection:
         """Return this request's autocommit connection; it is closed when the request ends."""
@@ -48,6 +46,13 @@ class Gateway:
         conn = g.pop("smsgw_connection", None)
         if conn is not None:
             conn.close()
+
+    def close(self) -> None:
+        """Close every pooled connection, the committer's too (the app is done with)."""
+        if self.committer is not None:
+            self.committer.close()
+        self.autocommit.dispose()
+        self.engine.dispose()
 
     def enqueue_send(self, message_id: int) -> None:
         """Queue the hand-off of a committed message; raises if the broker is down."""

@@ -6,11 +6,19 @@ import logging
 from typing import Any
 
 from flask import Blueprint, g, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from api import idempotency
-from api.auth import require_user
+from api.auth import (
+    authenticate,
+    authenticates_itself,
+    bearer_token,
+    rate_key,
+    require_user,
+    too_many_requests,
+)
 from api.errors import ApiError
 from api.gateway import Gateway, gateway
 from api.metrics import ACCEPTED
@@ -27,8 +35,10 @@ from api.schemas import (
     parse,
 )
 from api.serialize import message_json
+from shared import logs
+from shared.accounts import hash_token
 from shared.callback_urls import check_callback_url
-from shared.messaging import Rejected, accept_at_once, accept_message, fail
+from shared.messaging import Rejected, accept_many, accept_message, fail, prepare_send
 from shared.models import Message
 
 bp = Blueprint("sms", __name__, url_prefix="/api/user")
@@ -46,39 +56,79 @@ STATUSES = ("queued", "sending", "sent", "delivered", "undelivered", "failed", "
     responses={201: SmsQueued, 400: ErrorOut, 409: ErrorOut, 500: ErrorOut},
     description="Header `Idempotency-Key` makes a repeat return the first answer.",
 )
+@authenticates_itself
 def send():
-    """Accept, charge and queue one SMS; the worker hands it to Twilio."""
-    data = json_body()
-    key = idempotency.request_key()
-    digest = idempotency.fingerprint(data) if key is not None else ""
+    """Accept, charge and queue one SMS; the worker hands it to Twilio.
+
+    Without an Idempotency-Key the process's committer checks the token,
+    counts the rate limit, accepts and queues the send together with the
+    others waiting (`api.committer`). A send it does not accept is
+    authenticated and decided here, alone, with the contract's answer.
+    """
+    token = bearer_token()
     gw = gateway()
-    if key is not None:
-        with gw.sessions() as session:
-            earlier = idempotency.replay(session, user_id=g.user_id, key=key, digest=digest)
-        if earlier is not None:
-            return earlier
-    req = parse(SendSms, data)
+    if gw.committer is None or idempotency.HEADER in request.headers:
+        _authenticate_and_count(token)
+        return _send_alone(gw, idempotency.request_key())
+    try:
+        fields = _send_fields(gw)
+    except ApiError:
+        authenticate(token)  # a bad token is a 401 whatever the body holds
+        raise
+    token_hash = hash_token(token)
+    prepared = prepare_send(token_hash=token_hash, **fields)
+    if prepared is None:  # `to` is no number: which check fails first is decided alone
+        _authenticate_and_count(token)
+        return _send_alone(gw, None, fields)
+    outcome = gw.committer.submit(
+        prepared, rate_key=rate_key(token_hash, hashed=True), request_id=logs.request_id.get()
+    )
+    if outcome.message is None:
+        authenticate(token)
+        if outcome.retry_after is not None:
+            raise too_many_requests(outcome.retry_after)
+        return _send_alone(gw, None, fields)
+    if outcome.queue_error is not None:
+        return _not_queued(gw, outcome.message.id, outcome.queue_error)
+    return _accepted(outcome.message.id, _answer(outcome.message))
+
+
+def _authenticate_and_count(token: str) -> None:
+    authenticate(token)
+    wait = gateway().limiter.retry_after(rate_key(token))
+    if wait is not None:
+        raise too_many_requests(wait)
+
+
+def _send_fields(gw: Gateway) -> dict:
+    """Return the send's checked fields, or answer the contract's 400."""
+    req = parse(SendSms, json_body())
     check_body(req.body)
     try:
         callback = req.status_callback and check_callback_url(
             req.status_callback, allow_private=gw.settings.callback_allow_private
         )
-        if not 1 <= req.from_ <= MAX_ID:
-            raise Rejected("From number not found")
-        fields = dict(
-            user_id=g.user_id,
-            phone_number_id=req.from_,
-            to=req.to,
-            body=req.body,
-            status_callback=callback or None,
-        )
-        message = None
-        if key is None and gw.on_postgres:  # nothing to store beside it: one round trip
-            message = accept_at_once(gw.connection(), **fields)
-        if message is None:
-            message, answer = _accept_in_session(gw, fields, key=key, digest=digest)
-        else:
-            answer = _answer(message)
+    except Rejected as rejected:
+        raise ApiError(400, rejected.message) from None
+    if not 1 <= req.from_ <= MAX_ID:
+        raise ApiError(400, "From number not found")
+    return dict(
+        phone_number_id=req.from_, to=req.to, body=req.body, status_callback=callback or None
+    )
+
+
+def _send_alone(gw: Gateway, key: str | None, fields: dict | None = None) -> ResponseReturnValue:
+    """Accept one send in its own transaction, with its Idempotency-Key's answer if it has one."""
+    digest = ""
+    if key is not None:
+        digest = idempotency.fingerprint(json_body())
+        with gw.sessions() as session:
+            earlier = idempotency.replay(session, user_id=g.user_id, key=key, digest=digest)
+        if earlier is not None:
+            return earlier
+    fields = fields or _send_fields(gw)
+    try:
+        message, answer = _accept_in_session(gw, fields, key=key, digest=digest)
     except Rejected as rejected:
         raise ApiError(400, rejected.message) from None
     except IntegrityError:
@@ -91,16 +141,25 @@ def send():
     try:
         gw.enqueue_send(message.id)
     except Exception as exc:  # the broker is down: undo the charge, say so
-        log.error("could not queue message", extra={"message_id": message.id, "error": str(exc)})
-        with gw.sessions() as session:
-            stored = session.get(Message, message.id)
-            fail(session, message=stored, error_code=None, error_message="Could not be queued")
-            idempotency.forget(session, message_id=message.id)
-            session.commit()
-        return {"message": "Failed to send SMS", "error": f"Queue unavailable: {exc}"}, 500
+        return _not_queued(gw, message.id, exc)
+    return _accepted(message.id, answer)
+
+
+def _accepted(message_id: int, answer: dict) -> tuple[dict, int]:
     ACCEPTED.labels("single").inc()
-    log.info("message accepted", extra={"message_id": message.id})
+    log.info("message accepted", extra={"message_id": message_id})
     return answer, 201
+
+
+def _not_queued(gw: Gateway, message_id: int, error: Exception) -> tuple[dict, int]:
+    """Fail and refund a committed message the broker did not take; answer 500."""
+    log.error("could not queue message", extra={"message_id": message_id, "error": str(error)})
+    with gw.sessions() as session:
+        stored = session.get(Message, message_id)
+        fail(session, message=stored, error_code=None, error_message="Could not be queued")
+        idempotency.forget(session, message_id=message_id)
+        session.commit()
+    return {"message": "Failed to send SMS", "error": f"Queue unavailable: {error}"}, 500
 
 
 def _answer(message: Any) -> dict:
@@ -112,20 +171,24 @@ def _accept_in_session(
 ) -> tuple[Any, dict]:
     """Accept in a transaction that also stores the Idempotency-Key's answer, if any.
 
-    On PostgreSQL the one statement is tried first; when it accepts nothing,
-    `accept_message` runs each check to reject with the right message.
+    With a key, on PostgreSQL, the committer's statement is tried first, in
+    the transaction; when it accepts nothing (and always without a key: the
+    committer just tried) `accept_message` runs each check to reject with the
+    right message.
     """
     with gw.sessions() as session:
         message = None
-        if gw.on_postgres and key is not None:  # without a key the caller just tried it
-            message = accept_at_once(session.connection(), **fields)
+        if gw.committer is not None and key is not None:
+            prepared = prepare_send(token_hash=hash_token(bearer_token()), **fields)
+            if prepared is not None:
+                message = accept_many(session.connection(), [prepared])[0]
         if message is None:
-            message = accept_message(session, **fields)
+            message = accept_message(session, user_id=g.user_id, **fields)
         answer = _answer(message)
         if key is not None:
             idempotency.remember(
                 session,
-                user_id=fields["user_id"],
+                user_id=g.user_id,
                 key=key,
                 digest=digest,
                 answer=answer,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -137,77 +139,134 @@ def accept_message(
     return message
 
 
-# Every check of `accept_message` and its writes, in one PostgreSQL statement. It
-# writes nothing unless the number is the user's, SMS-capable and unexpired, the
-# country has a price, the recipient has not opted out and the balance covers
-# the cost; the conditional UPDATE is re-checked on the latest row version, so
-# concurrent sends can never overdraw. It is sent as is (psycopg's parameter
-# style): SQLAlchemy's handling of a `text()` with nine parameters costs more
-# CPU than the statement itself.
-_ACCEPT = """
-    WITH sender AS (
-        SELECT n.id, n.number, p.price, CAST(p.price * %(segments)s AS NUMERIC(14, 4)) AS total
-        FROM phone_numbers n JOIN prices p ON p.country = %(country)s
-        WHERE n.id = %(number_id)s AND n.user_id = %(user_id)s AND n.sms_capable
-          AND (n.expires_at IS NULL OR n.expires_at > %(now)s)
-          AND NOT EXISTS (
-              SELECT 1 FROM opt_outs o WHERE o.user_id = %(user_id)s AND o.number = %(to)s
-          )
-    ), charged AS (
-        UPDATE users u SET balance = u.balance - s.total
-        FROM sender s WHERE u.id = %(user_id)s AND u.balance >= s.total
-        RETURNING s.id, s.number, s.price, s.total
-    ), message AS (
-        INSERT INTO messages (user_id, phone_number_id, from_number, "to", body, segments,
-            encoding, segment_price, total_cost, status, handoff, attempts, status_callback,
-            created_at, updated_at)
-        SELECT %(user_id)s, c.id, c.number, %(to)s, %(body)s, %(segments)s, %(encoding)s,
-            c.price, c.total, 'queued', 'pending', 0, %(status_callback)s, %(now)s, %(now)s
-        FROM charged c
-        RETURNING *
-    ), ledger AS (
-        INSERT INTO ledger_entries (user_id, amount, kind, message_id, created_at)
-        SELECT m.user_id, -m.total_cost, 'charge', m.id, %(now)s FROM message m
-    )
-    SELECT * FROM message
-"""
+@dataclass(frozen=True)
+class Send:
+    """One send, checked and counted in Python, ready for `accept_many`."""
+
+    token_hash: str
+    phone_number_id: int
+    to: str  # E.164
+    country: str | None
+    body: str
+    segments: int
+    encoding: str
+    status_callback: str | None
 
 
-def accept_at_once(
-    connection: Connection,
-    *,
-    user_id: int,
-    phone_number_id: int,
-    to: str,
-    body: str,
-    status_callback: str | None = None,
-) -> Row | None:
-    """Do what `accept_message` does in one PostgreSQL statement; None if any check fails.
+def prepare_send(
+    *, token_hash: str, phone_number_id: int, to: str, body: str, status_callback: str | None
+) -> Send | None:
+    """Return the send with its recipient in E.164 and its segments; None if `to` is invalid.
 
-    The statement cannot say which check failed: on None, `accept_message`
-    runs the checks one by one and rejects with the right message (or, if the
-    state changed meanwhile, accepts). Run outside a transaction, the statement
-    is its own transaction: one round trip charges and writes the message.
+    On None, `accept_message` says which check fails first.
     """
     try:
         recipient, region = _recipient(to)
     except Rejected:
-        return None  # which rejection comes first is for `accept_message` to say
+        return None
     count = count_segments(body)
-    return connection.exec_driver_sql(
-        _ACCEPT,
-        {
-            "user_id": user_id,
-            "number_id": phone_number_id,
-            "to": recipient,
-            "country": region,
-            "body": body,
-            "segments": count.segments,
-            "encoding": count.encoding,
-            "status_callback": status_callback,
-            "now": utcnow(),
-        },
-    ).first()
+    return Send(
+        token_hash=token_hash,
+        phone_number_id=phone_number_id,
+        to=recipient,
+        country=region,
+        body=body,
+        segments=count.segments,
+        encoding=count.encoding,
+        status_callback=status_callback,
+    )
+
+
+# Every check of `accept_message` and its writes, for many sends in one PostgreSQL
+# statement; each send's token says whose it is. A send is written only when the
+# token is known, the number is its user's, SMS-capable and unexpired, the country
+# has a price, the recipient has not opted out and the user's balance, locked and
+# read at its latest, covers this send's cost plus that of the user's earlier
+# sends in the list. Payers are locked in id order, so two statements never
+# deadlock. A send after one its user cannot afford is written only if the sum
+# still fits: `accept_message` then decides it alone. Sent as is (psycopg's
+# parameter style): SQLAlchemy's handling of a `text()` costs more CPU than the
+# statement.
+_ACCEPT_MANY = """
+    WITH input AS (
+        SELECT * FROM unnest(
+            %(token_hash)s::text[], %(number_id)s::int[], %(to)s::text[], %(country)s::text[],
+            %(body)s::text[], %(segments)s::int[], %(encoding)s::text[],
+            %(status_callback)s::text[]
+        ) WITH ORDINALITY AS i(token_hash, number_id, "to", country, body, segments, encoding,
+            status_callback, ord)
+    ), priced AS (
+        SELECT i.ord, t.user_id, n.id AS number_id, n.number, i."to", i.body, i.segments,
+            i.encoding, i.status_callback, p.price,
+            CAST(p.price * i.segments AS NUMERIC(14, 4)) AS total
+        FROM input i
+        JOIN api_tokens t ON t.token_hash = i.token_hash
+        JOIN phone_numbers n ON n.id = i.number_id AND n.user_id = t.user_id
+        JOIN prices p ON p.country = i.country
+        WHERE n.sms_capable AND (n.expires_at IS NULL OR n.expires_at > %(now)s)
+          AND NOT EXISTS (
+              SELECT 1 FROM opt_outs o WHERE o.user_id = t.user_id AND o.number = i."to"
+          )
+    ), payer AS (
+        SELECT u.id, u.balance FROM users u WHERE u.id IN (SELECT user_id FROM priced)
+        ORDER BY u.id FOR UPDATE
+    ), accepted AS (
+        SELECT s.*, nextval(pg_get_serial_sequence('messages', 'id')) AS id
+        FROM (
+            SELECT p.*, sum(p.total) OVER (PARTITION BY p.user_id ORDER BY p.ord) AS running
+            FROM priced p
+        ) s JOIN payer ON payer.id = s.user_id
+        WHERE s.running <= payer.balance
+        ORDER BY s.ord  -- ids in the order the sends came
+    ), charged AS (
+        UPDATE users u SET balance = u.balance - a.spent
+        FROM (SELECT user_id, sum(total) AS spent FROM accepted GROUP BY user_id) a
+        WHERE u.id = a.user_id
+    ), message AS (
+        INSERT INTO messages (id, user_id, phone_number_id, from_number, "to", body, segments,
+            encoding, segment_price, total_cost, status, handoff, attempts, status_callback,
+            created_at, updated_at)
+        SELECT a.id, a.user_id, a.number_id, a.number, a."to", a.body, a.segments, a.encoding,
+            a.price, a.total, 'queued', 'pending', 0, a.status_callback, %(now)s, %(now)s
+        FROM accepted a ORDER BY a.ord
+        RETURNING *
+    ), ledger AS (
+        INSERT INTO ledger_entries (user_id, amount, kind, message_id, created_at)
+        SELECT m.user_id, -m.total_cost, 'charge', m.id, %(now)s FROM message m ORDER BY m.id
+    )
+    SELECT a.ord, m.* FROM message m JOIN accepted a ON a.id = m.id
+"""
+
+
+def accept_many(connection: Connection, sends: Sequence[Send]) -> list[Row | None]:
+    """Do what `accept_message` does for many sends in one statement; None where it did not.
+
+    The statement cannot say which check failed: for a None, `accept_message`
+    runs the checks one by one and rejects with the right message (or, if the
+    state changed meanwhile, accepts). Run outside a transaction, the statement
+    is its own: one round trip charges and writes every message it accepts.
+    """
+    columns: dict[str, list] = {name: [] for name in _COLUMNS}
+    for send in sends:
+        for name, field in _COLUMNS.items():
+            columns[name].append(getattr(send, field))
+    rows = connection.exec_driver_sql(_ACCEPT_MANY, {**columns, "now": utcnow()}).all()
+    accepted: list[Row | None] = [None] * len(sends)
+    for row in rows:
+        accepted[row.ord - 1] = row
+    return accepted
+
+
+_COLUMNS = {
+    "token_hash": "token_hash",
+    "number_id": "phone_number_id",
+    "to": "to",
+    "country": "country",
+    "body": "body",
+    "segments": "segments",
+    "encoding": "encoding",
+    "status_callback": "status_callback",
+}
 
 
 def fail(session: Session, *, message: Message, error_code: int | None, error_message: str) -> bool:

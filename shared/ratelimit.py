@@ -3,39 +3,53 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Sequence
 
 import redis
 
 KEY_PREFIX = "smsgw:rate:"
-# Count and, on the window's first request, set the expiry: one atomic round trip.
-_COUNT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return count
-"""
 
 
 class RateLimiter:
     """Counts requests per key in windows of `window` seconds, allowing `limit` in each."""
 
     def __init__(self, client: redis.Redis, *, limit: int, window: int = 60) -> None:
-        self._count = client.register_script(_COUNT)
+        self._client = client
         self.limit = limit
         self.window = window
 
     def retry_after(self, key: str, *, now: float | None = None) -> int | None:
-        """Count one request; return None if allowed, else whole seconds until the next window.
+        """Count one request; return None if allowed, else whole seconds until the next window."""
+        return self.retry_after_many([key], now=now)[0]
 
-        When Redis cannot answer the request is allowed: the limit protects the
+    def retry_after_many(
+        self, keys: Sequence[str], *, now: float | None = None
+    ) -> list[int | None]:
+        """Count one request per key, in order and in one round trip; answer each as `retry_after`.
+
+        When Redis cannot answer the requests are allowed: the limit protects the
         gateway, it must not take sending down with the broker.
         """
         now = time.time() if now is None else now
         window_start = int(now // self.window) * self.window
-        name = f"{KEY_PREFIX}{key}:{window_start}"
+        wanted = Counter(keys)
         try:
-            count = int(self._count(keys=[name], args=[self.window + 1]))
+            # Each window has its own key; its expiry only clears it away once it is over.
+            with self._client.pipeline(transaction=False) as pipe:
+                for key, count in wanted.items():
+                    name = f"{KEY_PREFIX}{key}:{window_start}"
+                    pipe.incrby(name, count)
+                    pipe.expire(name, self.window + 1)
+                totals = dict(zip(wanted, map(int, pipe.execute()[::2]), strict=True))
         except redis.RedisError:
-            return None
-        if count <= self.limit:
-            return None
-        return max(1, int(window_start + self.window - now + 0.999))
+            return [None] * len(keys)
+        wait = max(1, int(window_start + self.window - now + 0.999))
+        seen: Counter[str] = Counter()
+        answers: list[int | None] = []
+        for key in keys:
+            seen[key] += 1
+            # this request's place in the window: the total less those counted after it
+            place = totals[key] - wanted[key] + seen[key]
+            answers.append(None if place <= self.limit else wait)
+        return answers

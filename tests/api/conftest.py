@@ -13,7 +13,7 @@ def app(settings, engine, redis_client):
     app = create_app(settings)
     app.config["TESTING"] = True
     yield app
-    app.extensions["smsgw"].engine.dispose()
+    app.extensions["smsgw"].close()
 
 
 @pytest.fixture

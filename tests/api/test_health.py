@@ -31,4 +31,4 @@ def test_readyz_names_what_is_down(settings, broken):
     assert checks[broken].startswith("unavailable")
     other = "broker" if broken == "database" else "database"
     assert checks[other] == "ok"
-    app.extensions["smsgw"].engine.dispose()
+    app.extensions["smsgw"].close()

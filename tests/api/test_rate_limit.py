@@ -26,7 +26,7 @@ def test_over_the_limit_is_429_with_retry_after(settings, session, redis_client)
         # Unauthenticated requests are refused before they are counted.
         assert client.get("/api/user/balance").status_code == 401
     finally:
-        app.extensions["smsgw"].engine.dispose()
+        app.extensions["smsgw"].close()
 
 
 def test_windows_are_shared_and_reset(redis_client):
@@ -41,3 +41,12 @@ def test_windows_are_shared_and_reset(redis_client):
 def test_a_redis_outage_does_not_block_requests():
     down = RateLimiter(redis.Redis(port=1, socket_connect_timeout=0.2), limit=1)
     assert down.retry_after("k") is None and down.retry_after("k") is None
+
+
+def test_many_requests_are_counted_in_order_in_one_call(redis_client):
+    limiter = RateLimiter(redis_client, limit=2, window=60)
+    assert limiter.retry_after("a", now=120.0) is None  # one of a's two is used
+    answers = limiter.retry_after_many(["b", "a", "b", "b", "a"], now=150.0)
+    assert answers == [None, None, None, 30, 30]
+    # a refused request still counts: the window stays full for both keys
+    assert limiter.retry_after_many(["a", "b"], now=151.0) == [29, 29]

@@ -29,7 +29,7 @@ def live(settings, sandbox, engine, redis_client):
     yield ours, base_url
     requests.post(f"{base_url}/_sandbox/reset", timeout=5)
     server.shutdown()
-    server.app.extensions["smsgw"].engine.dispose()
+    server.app.extensions["smsgw"].close()
 
 
 def configure(base_url: str, **switches: object) -> None:

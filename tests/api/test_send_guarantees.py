@@ -112,7 +112,7 @@ def test_broker_down_answers_500_and_charges_nothing(settings, session, account)
     answer = app.test_client().post(
         "/api/user/sms", json={"from": number_id, "to": TO, "body": "Hi"}, headers=headers
     )
-    app.extensions["smsgw"].engine.dispose()
+    app.extensions["smsgw"].close()
     assert answer.status_code == 500
     assert answer.get_json()["message"] == "Failed to send SMS"
     assert answer.get_json()["error"]

@@ -92,7 +92,7 @@ def test_no_setting_turns_the_signature_check_off(
         assert client.post(path, data=params).status_code == 403
     assert load(session_factory, message.id).status == "sending"
     assert events(session_factory) == 0
-    app.extensions["smsgw"].engine.dispose()
+    app.extensions["smsgw"].close()
 
 
 def test_the_signature_is_checked_against_the_public_url_behind_a_proxy(
@@ -110,7 +110,7 @@ def test_the_signature_is_checked_against_the_public_url_behind_a_proxy(
     public = signed_post(client, path, params, base="https://sms.example.com", headers=proxied)
     assert public.status_code == 204
     assert load(session_factory, message.id).status == "sent"
-    app.extensions["smsgw"].engine.dispose()
+    app.extensions["smsgw"].close()
 
 
 def test_a_replayed_callback_changes_nothing(client, session_factory):

@@ -176,7 +176,7 @@ def test_api_and_worker_ride_out_a_postgres_restart(settings, sandbox, tmp_path)
             assert ledger_sum(session, user_id=user_id) == balance
     finally:
         api.shutdown()
-        api.app.extensions["smsgw"].engine.dispose()
+        api.app.extensions["smsgw"].close()
         engine.dispose()
         redis.stop()
         postgres.remove()

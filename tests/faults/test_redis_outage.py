@@ -62,7 +62,7 @@ def test_api_and_worker_ride_out_a_redis_restart(
                 lambda: handed_off() == 6, seconds=60, what="6 hand-offs after restart", log=log
             )
     finally:
-        app.extensions["smsgw"].engine.dispose()
+        app.extensions["smsgw"].close()
         redis.stop()
     session.expire_all()
     assert session.get(User, user_id).balance == Decimal("1.00") - 6 * Decimal("0.0079")

@@ -120,7 +120,7 @@ def test_killed_workers_lose_and_double_nothing(
         received = requests.get(f"{sandbox_url}/_sandbox/messages", timeout=10).json()["messages"]
     finally:
         api.shutdown()
-        api.app.extensions["smsgw"].engine.dispose()
+        api.app.extensions["smsgw"].close()
         sandbox.shutdown()
 
     per_message = Counter(

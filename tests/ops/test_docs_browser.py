@@ -36,7 +36,7 @@ def served(settings) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.port}"
     server.shutdown()
-    app.extensions["smsgw"].engine.dispose()
+    app.extensions["smsgw"].close()
 
 
 def test_docs_page_renders_the_send_route_offline(served, tmp_path):
