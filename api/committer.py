@@ -1,13 +1,15 @@
 """Group commit: each API process accepts the sends waiting at one moment in one statement.
 
-A request thread hands its send to the process's committer and waits. The
-committer's single thread takes every send then waiting (up to `MAX_BATCH`),
-counts them against their tokens' rate limits in one Redis round trip, accepts
-them in one PostgreSQL statement (`accept_many`: tokens, numbers, prices,
-opt-outs, charges, messages and ledger rows) and queues the hand-offs of those
-accepted with one LPUSH. When sends arrive one at a time each is a batch of
-one; under load many share the statement and the round trips, so the database
-and the broker do a fraction of the work per send.
+A request thread that finds no batch running leads one: it takes every send
+then waiting, its own first (up to `MAX_BATCH`), counts them against their
+tokens' rate limits in one Redis round trip, accepts them in one PostgreSQL
+statement (`accept_many`: tokens, numbers, prices, opt-outs, charges, messages
+and ledger rows) and queues the hand-offs of those accepted with one LPUSH.
+Sends that arrive meanwhile wait; when the batch is done its leader wakes
+each of its sends with its outcome and makes the first send still waiting the
+next leader. When sends arrive one at a time each is a batch of one, run by
+its own request thread; under load many share the statement and the round
+trips, so the database and the broker do a fraction of the work per send.
 
 Money is safe whatever the batch holds: the statement locks each payer and
 charges only what the balance covers; a send it does not accept is decided
@@ -17,12 +19,10 @@ again, alone, by the request (`accept_message`), with the contract's message.
 from __future__ import annotations
 
 import logging
-import queue
 import select
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, Row
 
@@ -33,8 +33,6 @@ from shared.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
-# The thread ends after this long without a send, and starts again with the next.
-IDLE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -46,82 +44,80 @@ class Outcome:
     queue_error: Exception | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Waiting:
+    """A send waiting for its batch; `woken` is released when it has an outcome or must lead."""
+
     send: Send
     rate_key: str
     request_id: str | None
-    future: Future[Outcome]
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+    woken: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.woken.acquire()
 
 
 class Committer:
-    """Accepts the sends of one API process in batches, on a thread of its own."""
+    """Accepts the sends of one API process in batches, each run by one of their requests."""
 
     def __init__(self, engine: Engine, send_queue: SendQueue, limiter: RateLimiter) -> None:
         self._engine = engine
         self._send_queue = send_queue
         self._limiter = limiter
-        self._waiting: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()  # None: stop
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._connection: Connection | None = None  # the thread's own
+        self._pending: list[_Waiting] = []
+        self._leading = False  # a batch is running
+        self._connection: Connection | None = None  # used by one leader at a time
 
     def submit(self, send: Send, *, rate_key: str, request_id: str | None = None) -> Outcome:
         """Have the send counted under `rate_key`, accepted and queued with the others waiting.
 
-        Waits for its outcome; raises what the statement raised if the database
+        Returns its outcome; raises what the statement raised if the database
         failed the batch.
         """
-        waiting = _Waiting(send, rate_key, request_id, Future())
-        self._waiting.put(waiting)
+        waiting = _Waiting(send, rate_key, request_id)
         with self._lock:
-            # A thread that ended, or one that did not survive a fork, is replaced.
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
-                self._thread.start()
-        return waiting.future.result()
+            self._pending.append(waiting)
+            lead, self._leading = not self._leading, True
+        if not lead:
+            waiting.woken.acquire()  # an outcome, or the turn to lead
+        if waiting.outcome is None and waiting.error is None:
+            self._lead()
+        if waiting.error is not None:
+            raise waiting.error
+        assert waiting.outcome is not None
+        return waiting.outcome
 
     def close(self) -> None:
-        """End the thread once the sends already waiting are done, and close its connection."""
+        """Close the connection batches run on (the app is done with)."""
         with self._lock:
-            thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._waiting.put(None)
-            thread.join(timeout=30)
+            self._disconnect()
         self._engine.dispose()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                first = self._waiting.get(timeout=IDLE_SECONDS)
-            except queue.Empty:
-                first = None
-            if first is None:
-                with self._lock:
-                    if self._waiting.empty():  # a send put after this check starts a new thread
-                        self._thread = None
-                        self._disconnect()
-                        return
-                continue
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    more = self._waiting.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._waiting.put(None)  # stop once this batch is done
-                    break
-                batch.append(more)
-            try:
-                outcomes = self._commit(batch)
-            except Exception as error:  # noqa: BLE001 - each request raises it as its own
-                self._disconnect()
-                for waiting in batch:
-                    waiting.future.set_exception(error)
-                continue
+    def _lead(self) -> None:
+        """Run one batch, wake its sends, and hand the lead to the next send waiting."""
+        with self._lock:
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+        try:
+            outcomes = self._commit(batch)
+        except BaseException as error:  # noqa: BLE001 - each request raises it as its own
+            self._disconnect()
+            for waiting in batch:
+                waiting.error = error
+        else:
             for waiting, outcome in zip(batch, outcomes, strict=True):
-                waiting.future.set_result(outcome)
+                waiting.outcome = outcome
+        # Whatever happened, every send of the batch is woken and the lead passes on.
+        with self._lock:
+            following = self._pending[0] if self._pending else None
+            self._leading = following is not None
+        for waiting in batch[1:]:
+            waiting.woken.release()
+        if following is not None:
+            following.woken.release()  # it has no outcome yet: it leads the next batch
 
     def _connect(self) -> Connection:
         """Return the thread's connection, replaced if the server has closed it.

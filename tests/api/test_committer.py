@@ -177,7 +177,7 @@ def test_a_send_the_batch_refused_is_decided_again_alone(settings, session, data
 
     The statement refuses both (the running sum is over); the request then
     decides the cheap send alone and it goes out. The batch is made by
-    holding the committer on another user's locked row while both wait.
+    holding a first batch on another user's locked row while both wait.
     """
     set_price(session, country="US", price=str(PRICE))
     poor_id, poor = make_user(session, balance="0.0100")
@@ -240,7 +240,7 @@ def _wait_for_lock_waiter(engine) -> None:
 def _wait_until_queued(app, count: int) -> None:
     committer = app.extensions["smsgw"].committer
     for _ in range(500):
-        if committer._waiting.qsize() >= count:
+        if len(committer._pending) >= count:
             return
         time.sleep(0.01)
     raise AssertionError(f"{count} sends never waited for the committer")
