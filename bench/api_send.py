@@ -90,13 +90,17 @@ def _wait_for_app(url: str, seconds: float = 60) -> None:
 
 
 def run(
-    *, connections: int = 32, seconds: int = 10, workers: int = 3, threads: int = 4
+    *, connections: int = 32, seconds: int = 10, workers: int = 3, threads: int = 12
 ) -> list[dict]:
     """Measure both apps and return one row each (gunicorn.conf.py's defaults on 2 cores)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     rows = []
-    with database("smsgw_bench_api") as db_url, redis_server() as redis_url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        database("smsgw_bench_api") as db_url,
+        redis_server() as redis_url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         number_id, token = seed_sender(db_url)
         script = Path(tmp) / "send.lua"
         script.write_text(WRK_SCRIPT % {"number": number_id, "token": token})
