@@ -1,4 +1,4 @@
-"""SMS providers behind one interface; only `twilio.py` imports the Twilio SDK."""
+"""SMS providers behind one interface; only `twilio.py` and `twilio_http.py` import the SDK."""
 
 from shared.providers.base import (
     Fetched,

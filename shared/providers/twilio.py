@@ -1,8 +1,9 @@
-"""The Twilio adapter: the only module that imports the Twilio SDK.
+"""The Twilio adapter: with its HTTP client, the only modules that import the Twilio SDK.
 
-It points the official SDK at `settings.twilio_api_base` and translates every
-failure into the provider errors of `shared.providers.base`, deciding from
-what the SDK and `requests` raise whether the request can have reached Twilio.
+It points the official SDK at `settings.twilio_api_base` through the HTTP client
+of `shared.providers.twilio_http` and translates every failure into the
+provider errors of `shared.providers.base`, deciding from what the SDK and
+urllib3 raise whether the request can have reached Twilio.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-import requests
-from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
-from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
 from shared.providers.base import (
     Fetched,
@@ -28,60 +32,22 @@ from shared.providers.base import (
     TransientError,
     UnknownOutcome,
 )
+from shared.providers.twilio_http import PooledHttpClient
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-TWILIO_BASE = "https://api.twilio.com"
 # 20429 is Twilio's "too many requests"; 21611 means the sender's queue is full.
 TRANSIENT_CODES = frozenset({20429, 21611})
 # How many of a sender's messages to one recipient `find` reads, newest first.
 FIND_LIMIT = 200
-# Kept-alive connections per process: more than a worker's threads, or the
-# extra ones would be opened and closed for every call.
-POOL_SIZE = 256
 _SDK_PREFIX = re.compile(r"^Unable to \w+ record: ")
-
-
-class RebasedHttpClient(TwilioHttpClient):
-    """A TwilioHttpClient that sends requests to another base URL, such as the sandbox."""
-
-    def __init__(self, *, api_base: str, timeout: float, pool_size: int = POOL_SIZE) -> None:
-        super().__init__(pool_connections=True, timeout=timeout)
-        self.api_base = api_base.rstrip("/")
-        # Connections kept alive for every thread of a busy worker: the SDK sizes
-        # its https pool to the CPUs, and the sandbox and mocks speak plain http.
-        for prefix in ("https://", "http://"):
-            self.session.mount(prefix, HTTPAdapter(pool_maxsize=pool_size))
-        # requests reads the proxy and CA-bundle variables of the whole process
-        # environment on every call (a millisecond of CPU): read them once, for
-        # the one host this client talks to, and stop looking.
-        settings = self.session.merge_environment_settings(
-            self.api_base + "/", {}, None, None, None
-        )
-        self.session.trust_env = False
-        self.session.proxies = settings["proxies"]
-        self.session.verify = settings["verify"]
-
-    def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
-        """Rewrite the Twilio prefix of `url`, then send the request as the SDK would."""
-        if url.startswith(TWILIO_BASE):
-            url = self.api_base + url[len(TWILIO_BASE) :]
-        return super().request(method, url, *args, **kwargs)
-
-    def log_request(self, kwargs):  # type: ignore[no-untyped-def]
-        """Log one line at DEBUG; the SDK logs every header of every request at INFO."""
-        log.debug("Twilio %s %s", kwargs["method"], kwargs["url"])
-
-    def log_response(self, status_code, response):  # type: ignore[no-untyped-def]
-        """Log the answer's status at DEBUG."""
-        log.debug("Twilio answered %s", status_code)
 
 
 class TwilioProvider:
     """Sends and looks up messages through the Twilio REST API; one per process."""
 
     def __init__(self, settings: Settings) -> None:
-        http = RebasedHttpClient(api_base=settings.twilio_api_base, timeout=settings.twilio_timeout)
+        http = PooledHttpClient(api_base=settings.twilio_api_base, timeout=settings.twilio_timeout)
         # An explicit, non-empty environment keeps TWILIO_EDGE / TWILIO_REGION from
         # the process environment from rewriting the host behind our back.
         self._client = Client(
@@ -146,15 +112,18 @@ def _translated() -> Iterator[None]:
         raise _answer_error(error.status, error.code, _SDK_PREFIX.sub("", error.msg)) from error
     except TwilioServiceException as error:
         raise _answer_error(error.status, error.code, error.detail or error.title) from error
-    except requests.ConnectTimeout as error:
+    except NewConnectionError as error:
+        # Before ConnectTimeoutError, its base class: the TCP connection was never made.
+        raise TransientError("could not connect") from error
+    except ConnectTimeoutError as error:
         raise TransientError("connect timeout") from error
-    except requests.ReadTimeout as error:
+    except ReadTimeoutError as error:
         raise UnknownOutcome("read timeout") from error
-    except requests.ConnectionError as error:
-        if _never_connected(error):
-            raise TransientError("could not connect") from error
-        raise UnknownOutcome(f"connection error: {type(_cause(error)).__name__}") from error
-    except requests.RequestException as error:
+    except ProtocolError as error:
+        # The connection broke after it was made: the request may have been read.
+        cause = error.args[1] if len(error.args) > 1 else error
+        raise UnknownOutcome(f"connection error: {type(cause).__name__}") from error
+    except HTTPError as error:
         raise UnknownOutcome(f"request error: {type(error).__name__}") from error
 
 
@@ -173,13 +142,3 @@ def _answer_error(status: int, code: int | None, message: str) -> ProviderError:
         # or a wrong base URL), are the operator's to fix, not this message's fault.
         return TransientError(f"{code or status}: {message}")
     return PermanentError(code, message)
-
-
-def _cause(error: requests.ConnectionError) -> object:
-    reason = error.args[0] if error.args else error
-    return reason.reason if isinstance(reason, MaxRetryError) else reason
-
-
-def _never_connected(error: requests.ConnectionError) -> bool:
-    """Tell whether the TCP connection was never made, so no byte reached Twilio."""
-    return isinstance(_cause(error), NewConnectionError)
