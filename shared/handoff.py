@@ -8,9 +8,9 @@ message up at the provider before it would send again.
 
 The common hand-off (a `pending` message without a user callback to write)
 costs two statements, each its own transaction: the claim, an UPDATE ...
-RETURNING of what the call needs, and the SID's UPDATE. Either is retried
-once on a fresh connection when the pooled one turns out dead (the engine
-runs without a ping per checkout); both are safe to repeat, as a repeated
+RETURNING of what the call needs, and the SID's UPDATE (`shared.autocommit`).
+Either is retried once on a fresh connection when the pooled one turns out
+dead (the engine runs without a ping per checkout); both are safe to repeat, as a repeated
 claim finds the message taken and a repeated store writes the same SID.
 Everything else (callbacks to write, lookups, failures) goes through the ORM.
 """
@@ -18,17 +18,15 @@ Everything else (callbacks to write, lookups, failures) goes through the ORM.
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.dml import Update
 
 from shared import messaging, optouts, user_callbacks
+from shared.autocommit import execute_once
 from shared.db import utcnow
 from shared.models import Message
 from shared.providers import (
@@ -64,8 +62,11 @@ _CLAIM_PENDING = (
     .where(
         Message.id == bindparam("message_id"),
         Message.handoff == "pending",
-        Message.status.in_(ACTIVE),
-        or_(Message.status == "sending", Message.status_callback.is_(None)),
+        # Active, written without IN: an expanding IN is rendered again for every run.
+        or_(
+            Message.status == "sending",
+            and_(Message.status == "queued", Message.status_callback.is_(None)),
+        ),
     )
     .values(
         handoff="in_flight",
@@ -85,7 +86,6 @@ _STORE_SID = (
     .values(sms_sid=bindparam("sid"), handoff="done", updated_at=bindparam("now"))
     .returning(Message.status)
 )
-_autocommit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -201,11 +201,10 @@ def _claim(
     """Move the message to `in_flight` and commit, or return None if it is not ours to send."""
     if "pending" in allowed:
         now = utcnow()
-        row = _execute_once(session_factory, _CLAIM_PENDING, {"message_id": message_id, "now": now})
+        row = execute_once(session_factory, _CLAIM_PENDING, {"message_id": message_id, "now": now})
         if row is not None:
-            return _Claim(
-                message_id, row.user_id, row.to, row.from_number, row.body, now, "pending"
-            )
+            user_id, to, from_number, body = row
+            return _Claim(message_id, user_id, to, from_number, body, now, "pending")
     return _claim_locked(session_factory, message_id, allowed)
 
 
@@ -297,7 +296,7 @@ def _as_provider_error(error: Exception) -> ProviderError:
 def _store_sid(session_factory: sessionmaker[Session], claim: _Claim, sent: Sent) -> Outcome:
     """Record the SID; the status is left alone, as a callback may already have moved it."""
     try:
-        row = _execute_once(
+        row = execute_once(
             session_factory, _STORE_SID, {"message_id": claim.id, "sid": sent.sid, "now": utcnow()}
         )
         status = row[0] if row is not None else None
@@ -315,37 +314,6 @@ def _store_sid(session_factory: sessionmaker[Session], claim: _Claim, sent: Sent
         error = UnknownOutcome(f"{sent.sid} is stored on another message")
         return _release(session_factory, claim.id, "unknown", error)
     return Outcome("sent", sid=sent.sid)
-
-
-def _execute_once(
-    session_factory: sessionmaker[Session], statement: Update, params: dict[str, Any]
-) -> Row[Any] | None:
-    """Run one UPDATE ... RETURNING as its own transaction; return its row, if any.
-
-    On the factory's engine it runs in autocommit, one round trip. A pooled
-    connection found dead (the database restarted) fails the statement before
-    it ran; the pool then drops every older connection and it runs once more.
-    """
-    bind = session_factory.kw.get("bind")
-    if not isinstance(bind, Engine):
-        with session_factory() as session:
-            row = session.execute(statement, params).first()
-            session.commit()
-            return row
-    engine = _autocommit_engines.get(bind)
-    if engine is None:
-        engine = _autocommit_engines.setdefault(
-            bind, bind.execution_options(isolation_level="AUTOCOMMIT")
-        )
-    try:
-        with engine.connect() as conn:
-            return conn.execute(statement, params).first()
-    except DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-        log.warning("database connection lost, running the statement again: %s", error.orig)
-    with engine.connect() as conn:
-        return conn.execute(statement, params).first()
 
 
 def _release(

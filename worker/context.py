@@ -20,9 +20,12 @@ from shared.settings import Settings
 _attach_lock = threading.Lock()
 # Connections are held for one short statement at a time, never across a
 # Twilio call, so a few serve a hundred threads; threads beyond them wait for
-# one rather than open and close overflow connections (a backend each).
-POOL_SIZE = 20
-POOL_OVERFLOW = 10
+# one. No overflow: an overflow connection is closed as soon as it is given
+# back, so a busy worker would open and close one (a backend each, forked and
+# authenticated) every few messages, which cost more CPU than the hand-off's
+# statements.
+POOL_SIZE = 30
+POOL_OVERFLOW = 0
 
 
 class WorkerContext:
