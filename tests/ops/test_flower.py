@@ -122,16 +122,19 @@ def test_flower_shows_queue_lengths_workers_and_task_events(flower, broker_env, 
 
             wait_until(drained, seconds=30)
 
+            # Workers start without task events; Flower turns them on itself
+            # (every 5 s), so tasks sent from then on show up with their states.
             def events():
+                app.send_task("send_message", args=[900004], queue="sms")
                 tasks = get(f"{flower}/api/tasks", auth=AUTH).json()
                 done = [
                     t
                     for t in tasks.values()
                     if t["name"] == "send_message" and t["state"] == "SUCCESS"
                 ]
-                return len(done) == 3
+                return len(done) >= 3
 
-            wait_until(events, seconds=30)
+            wait_until(events, seconds=30, every=0.5)
         finally:
             stop(worker)
 

@@ -42,3 +42,23 @@ def test_a_tasks_ids_come_from_its_arguments_by_name():
 
     assert task_ids(Task(), [7], {"chain": "a"}) == {"campaign_id": 7, "request_id": "req-9"}
     assert task_ids(Task(), [], {"campaign_id": 8}) == {"campaign_id": 8, "request_id": "req-9"}
+
+
+def test_the_worker_keeps_celerys_retry_lines_but_not_its_two_lines_per_task(caplog):
+    from celery.app.trace import LOG_RECEIVED, LOG_RETRY, LOG_SUCCESS
+
+    from worker.logs import RECEIPT_LOGGER, TRACE_LOGGER, _configure, _drop_success
+
+    _configure(loglevel="INFO")
+    try:
+        trace, strategy = logging.getLogger(TRACE_LOGGER), logging.getLogger(RECEIPT_LOGGER)
+        with caplog.at_level(logging.INFO):
+            strategy.info(LOG_RECEIVED, {"name": "send_message", "id": "1"})
+            trace.info(LOG_SUCCESS, {"name": "send_message", "id": "1", "runtime": 0.1})
+            trace.info(LOG_RETRY, {"name": "send_message", "id": "1", "exc": "OperationalError"})
+        assert [r.getMessage() for r in caplog.records] == [
+            "Task send_message[1] retry: OperationalError"
+        ]
+    finally:
+        logging.getLogger(TRACE_LOGGER).removeFilter(_drop_success)
+        logging.getLogger(RECEIPT_LOGGER).setLevel(logging.NOTSET)
