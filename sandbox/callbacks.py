@@ -83,7 +83,11 @@ class Lifecycle:
         final = ("undelivered", error) if error else ("delivered", None)
         plan = Plan(sid, [("queued", None), ("sent", None), final], config)
         plan.inline = not (posts and config.callbacks)
-        self._schedule(0, plan, 0)
+        if plan.inline:
+            # The message is created queued: with nothing to post, its first step is "sent".
+            self._schedule(config.callback_delay_ms / 1000, plan, 1)
+        else:
+            self._schedule(0, plan, 0)
 
     def _schedule(self, delay_s: float, plan: Plan, index: int) -> None:
         if plan.inline:

@@ -26,9 +26,24 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def rfc2822(when: dt.datetime | None) -> str | None:
-    """Format a UTC time as Twilio does, for example 'Thu, 24 Aug 2023 05:01:45 +0000'."""
-    return format_datetime(when) if when else None
+    """Format a UTC time as Twilio does, for example 'Thu, 24 Aug 2023 05:01:45 +0000'.
+
+    Written out by hand for UTC, the only zone the store keeps: the email
+    module's formatter took a tenth of the sandbox's time per create.
+    """
+    if not when:
+        return None
+    if when.utcoffset() != dt.timedelta(0):
+        return format_datetime(when)
+    return (
+        f"{_DAYS[when.weekday()]}, {when.day:02d} {_MONTHS[when.month - 1]} {when.year:04d}"
+        f" {when.hour:02d}:{when.minute:02d}:{when.second:02d} +0000"
+    )
 
 
 @dataclasses.dataclass

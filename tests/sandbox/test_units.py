@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from email.utils import format_datetime
 
 import pytest
 
 from sandbox.config import SandboxConfig
 from sandbox.errors import TwilioError
 from sandbox.listing import parse_when
+from sandbox.store import rfc2822
 
 
 def test_switches_accept_cli_strings_and_reject_bad_values() -> None:
@@ -36,3 +38,11 @@ def test_a_bad_date_filter_is_a_400() -> None:
     with pytest.raises(TwilioError) as caught:
         parse_when("last tuesday")
     assert caught.value.status == 400
+
+
+def test_dates_are_written_as_the_email_module_writes_them() -> None:
+    start = dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)
+    for days in range(0, 3000, 7):
+        when = start + dt.timedelta(days=days, seconds=days * 37)
+        assert rfc2822(when) == format_datetime(when)
+    assert rfc2822(None) is None
