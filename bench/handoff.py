@@ -2,9 +2,9 @@
 
 The queue is filled first; the clock starts when the first worker says it is
 ready and stops when every task has run (no-op) or every message has its SID
-(send). Besides the rate, each row gives the CPU time the worker processes
-(and the sandbox) spent per message, a steadier figure than the rate on a
-busy machine.
+(send). Besides the rate, each row gives the CPU time spent per message by
+every process involved: the workers, the sandbox, the database's backends
+and server, and Redis; a steadier figure than the rate on a busy machine.
 
 `python -m bench.handoff [--latency-ms 0] [--pool threads] [--processes 2] [-c 16]`
 runs one setting; without arguments it runs the two settings of `make bench`.
@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import psutil
 import redis
-from sqlalchemy import func, insert, select
+from sqlalchemy import NullPool, create_engine, func, insert, select, text
+from sqlalchemy.engine import make_url
 
 from api.dev import free_port
+from bench.cpu import GROUPS, Probe, spent
 from bench.services import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -139,24 +140,6 @@ def _until(done: Callable[[], int], count: int, seconds: float = 300) -> float:
     raise RuntimeError(f"only {done()} of {count} done after {seconds} s")
 
 
-def _cpu(pids: list[int]) -> float:
-    """Return the CPU seconds (user + system) of these processes and their children."""
-    total = 0.0
-    for pid in pids:
-        try:
-            parent = psutil.Process(pid)
-            family = [parent, *parent.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            continue
-        for member in family:
-            try:
-                times = member.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-    return total
-
-
 def _run_workers(
     setting: Setting,
     queues: str,
@@ -165,7 +148,7 @@ def _run_workers(
     folder: Path,
     done: Callable[[], int],
     count: int,
-    sandbox_pid: int,
+    probe: Probe,
 ) -> dict:
     """Start the workers on a filled queue; return the rate and the CPU ms per message."""
     logs = [folder / f"{queues}-{n}.log" for n in range(setting.processes)]
@@ -176,15 +159,13 @@ def _run_workers(
         ]
         pids = [worker.pid for worker in workers]
         start = _wait_ready(logs)
-        cpu_start, sandbox_start = _cpu(pids), _cpu([sandbox_pid])
+        before = probe.snapshot(pids)
         end = _until(done, count)
-        cpu_end, sandbox_end = _cpu(pids), _cpu([sandbox_pid])
-    return {
-        "count": count,
-        "rate": count / (end - start),
-        "worker_cpu_ms": 1000 * (cpu_end - cpu_start) / count,
-        "sandbox_cpu_ms": 1000 * (sandbox_end - sandbox_start) / count,
-    }
+        after = probe.snapshot(pids)
+    row = {"count": count, "rate": count / (end - start)}
+    for name in after:
+        row[f"{name}_cpu_ms"] = 1000 * spent(before[name], after[name]) / count
+    return row
 
 
 def measure(
@@ -229,7 +210,19 @@ def measure(
             "--latency-ms",
             str(latency_ms),
         ]
-        with process(sandbox, env=env, port=sandbox_port) as sandbox_process:
+        with (
+            process(sandbox, env=env, port=sandbox_port) as sandbox_process,
+            create_engine(db_url, poolclass=NullPool).connect() as watcher,
+        ):
+            # The benchmark's own polling connection is not the gateway's cost.
+            watcher_pid = watcher.scalar(text("SELECT pg_backend_pid()"))
+            watcher.commit()
+            probe = Probe(
+                sandbox_pid=sandbox_process.pid,
+                redis_url=redis_url,
+                database_name=make_url(db_url).database,
+                skip={watcher_pid},
+            )
             with celery.producer_or_acquire() as producer:
                 for _ in range(count):
                     celery.send_task("bench_noop", queue="bench", producer=producer)
@@ -240,7 +233,7 @@ def measure(
                 folder=Path(tmp),
                 done=lambda: int(client.get(NOOP_DONE_KEY) or 0),
                 count=count,
-                sandbox_pid=sandbox_process.pid,
+                probe=probe,
             )
             rows.append({"what": f"no-op task ({setting})", **noop})
 
@@ -250,11 +243,11 @@ def measure(
                     celery.send_task(
                         "send_message", args=[message_id], queue="sms", producer=producer
                     )
-            engine = make_engine(db_url)
 
             def handed_off() -> int:
-                with engine.connect() as conn:
-                    return conn.scalar(select(func.count()).where(Message.sms_sid.is_not(None)))
+                sent = watcher.scalar(select(func.count()).where(Message.sms_sid.is_not(None)))
+                watcher.commit()
+                return sent
 
             sent = _run_workers(
                 setting,
@@ -263,19 +256,26 @@ def measure(
                 folder=Path(tmp),
                 done=handed_off,
                 count=count,
-                sandbox_pid=sandbox_process.pid,
+                probe=probe,
             )
-            engine.dispose()
             rows.append({"what": f"send_message, sandbox {latency_ms} ms ({setting})", **sent})
     return rows
 
 
 def print_rows(rows: list[dict]) -> None:
-    """Print measured rows: rate, and CPU per message of the workers and of the sandbox."""
+    """Print measured rows: rate, and CPU ms per message of each group of processes.
+
+    `postgres` is the live backends of the benchmark's database;
+    `postgres_server` the server's shared processes (WAL writer...) and the
+    backends that exited during the run (a pool's overflow connections), of
+    whatever else runs on the host meanwhile too.
+    """
     for row in rows:
+        groups = " ".join(f"{name} {row[f'{name}_cpu_ms']:5.2f}" for name in GROUPS)
+        total = sum(row[f"{name}_cpu_ms"] for name in GROUPS)
         print(
-            f"{row['what']:56} | {row['rate']:7.1f} msg/s | worker {row['worker_cpu_ms']:5.2f}"
-            f" ms/msg | sandbox {row['sandbox_cpu_ms']:5.2f} ms/msg",
+            f"{row['what']:52} | {row['rate']:7.1f} msg/s | CPU ms/msg: {groups}"
+            f" | total {total:5.2f}",
             flush=True,
         )
 
