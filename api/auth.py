@@ -26,9 +26,13 @@ def require_user() -> None:
     view = current_app.view_functions.get(request.endpoint or "")
     if getattr(view, _SELF_AUTHENTICATING, False):
         return
-    token = bearer_token()
+    authenticate_and_count(bearer_token())
+
+
+def authenticate_and_count(token: str) -> None:
+    """Set `g.user_id` for the token and count the request, or answer 401 or 429."""
     authenticate(token)
-    wait = gateway().limiter.retry_after(rate_key(token))
+    wait = gateway().limiter.retry_after(rate_key(hash_token(token)))
     if wait is not None:
         raise too_many_requests(wait)
 
@@ -51,9 +55,9 @@ def authenticate(token: str) -> int:
     return user_id
 
 
-def rate_key(token: str, *, hashed: bool = False) -> str:
-    """Return the key the token's requests are counted under (see `shared.ratelimit`)."""
-    return f"token:{(token if hashed else hash_token(token))[:32]}"
+def rate_key(token_hash: str) -> str:
+    """Return the key a token's requests are counted under (see `shared.ratelimit`)."""
+    return f"token:{token_hash[:32]}"
 
 
 def too_many_requests(wait: int) -> ApiError:

@@ -120,7 +120,7 @@ class Committer:
             following.woken.release()  # it has no outcome yet: it leads the next batch
 
     def _connect(self) -> Connection:
-        """Return the thread's connection, replaced if the server has closed it.
+        """Return the committer's connection, replaced if the server has closed it.
 
         An idle connection has nothing to read unless the server ended it (a
         restart sends a termination notice, or the socket closes): checking
@@ -145,24 +145,20 @@ class Committer:
 
     def _commit(self, batch: Sequence[_Waiting]) -> list[Outcome]:
         limits = self._limiter.retry_after_many([waiting.rate_key for waiting in batch])
-        allowed = [waiting for waiting, wait in zip(batch, limits, strict=True) if wait is None]
-        accepted: dict[int, Row] = {}
+        rows: list[Row | None] = [None] * len(batch)
+        allowed = [i for i, wait in enumerate(limits) if wait is None]
         if allowed:
-            rows = accept_many(self._connect(), [waiting.send for waiting in allowed])
-            accepted = {id(w): row for w, row in zip(allowed, rows, strict=True) if row is not None}
+            accepted = accept_many(self._connect(), [batch[i].send for i in allowed])
+            for i, row in zip(allowed, accepted, strict=True):
+                rows[i] = row
+        queued = [(row.id, w.request_id) for w, row in zip(batch, rows, strict=True) if row]
         queue_error = None
-        if accepted:
+        if queued:
             try:
-                self._send_queue.push_many(
-                    [(accepted[id(w)].id, w.request_id) for w in batch if id(w) in accepted]
-                )
+                self._send_queue.push_many(queued)
             except Exception as error:  # noqa: BLE001 - the requests undo their charges
                 queue_error = error
         return [
-            Outcome(
-                message=accepted.get(id(waiting)),
-                retry_after=wait,
-                queue_error=queue_error if id(waiting) in accepted else None,
-            )
-            for waiting, wait in zip(batch, limits, strict=True)
+            Outcome(message=row, retry_after=wait, queue_error=queue_error if row else None)
+            for row, wait in zip(rows, limits, strict=True)
         ]

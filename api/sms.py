@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from api import idempotency
 from api.auth import (
     authenticate,
+    authenticate_and_count,
     authenticates_itself,
     bearer_token,
     rate_key,
@@ -68,7 +69,7 @@ def send():
     token = bearer_token()
     gw = gateway()
     if gw.committer is None or idempotency.HEADER in request.headers:
-        _authenticate_and_count(token)
+        authenticate_and_count(token)
         return _send_alone(gw, idempotency.request_key())
     try:
         fields = _send_fields(gw)
@@ -78,10 +79,10 @@ def send():
     token_hash = hash_token(token)
     prepared = prepare_send(token_hash=token_hash, **fields)
     if prepared is None:  # `to` is no number: which check fails first is decided alone
-        _authenticate_and_count(token)
+        authenticate_and_count(token)
         return _send_alone(gw, None, fields)
     outcome = gw.committer.submit(
-        prepared, rate_key=rate_key(token_hash, hashed=True), request_id=logs.request_id.get()
+        prepared, rate_key=rate_key(token_hash), request_id=logs.request_id.get()
     )
     if outcome.message is None:
         authenticate(token)
@@ -91,13 +92,6 @@ def send():
     if outcome.queue_error is not None:
         return _not_queued(gw, outcome.message.id, outcome.queue_error)
     return _accepted(outcome.message.id, _answer(outcome.message))
-
-
-def _authenticate_and_count(token: str) -> None:
-    authenticate(token)
-    wait = gateway().limiter.retry_after(rate_key(token))
-    if wait is not None:
-        raise too_many_requests(wait)
 
 
 def _send_fields(gw: Gateway) -> dict:
