@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, Row
 
+from api.metrics import SEND_GROUP
 from api.send_queue import SendQueue
 from shared.messaging import Send, accept_many
 from shared.ratelimit import RateLimiter
@@ -101,6 +102,7 @@ class Committer:
         with self._lock:
             batch = self._pending[:MAX_BATCH]
             del self._pending[:MAX_BATCH]
+        SEND_GROUP.observe(len(batch))
         try:
             outcomes = self._commit(batch)
         except BaseException as error:  # noqa: BLE001 - each request raises it as its own

@@ -46,6 +46,11 @@ REQUEST_SECONDS = Histogram(
 WEBHOOKS = Counter(
     "smsgw_webhooks_total", "Twilio webhook calls by endpoint and outcome", ["endpoint", "outcome"]
 )
+SEND_GROUP = Histogram(
+    "smsgw_send_group_size",
+    "Sends checked, charged and queued together in one statement (api/committer.py)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 ACCEPTED = worker_metrics.ACCEPTED
 FINISHED = worker_metrics.FINISHED
 

@@ -7,6 +7,7 @@ the worker's own metrics (hand-offs, latency, Twilio error codes).
 from __future__ import annotations
 
 import re
+import threading
 
 from tests.api.conftest import auth
 
@@ -81,3 +82,33 @@ def test_every_answer_carries_a_request_id(client):
         "X-Request-Id"
     ]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
+
+
+def test_send_groups_count_every_send_once(app, account):
+    _, token, number_id = account
+    client = app.test_client()
+    before = scrape(client)
+    answers = []
+
+    def send() -> None:
+        answers.append(
+            app.test_client().post(
+                "/api/user/sms",
+                headers=auth(token),
+                json={"from": number_id, "to": "+14155550123", "body": "Hi"},
+            )
+        )
+
+    threads = [threading.Thread(target=send) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [a.status_code for a in answers] == [201] * 20
+    after = scrape(client)
+    sends = metric(after, "smsgw_send_group_size_sum") - metric(before, "smsgw_send_group_size_sum")
+    groups = metric(after, "smsgw_send_group_size_count") - metric(
+        before, "smsgw_send_group_size_count"
+    )
+    assert sends == 20  # each send in exactly one group
+    assert 1 <= groups <= 20
