@@ -102,17 +102,21 @@ class Committer:
         with self._lock:
             batch = self._pending[:MAX_BATCH]
             del self._pending[:MAX_BATCH]
-        SEND_GROUP.observe(len(batch))
         try:
+            SEND_GROUP.observe(len(batch))
             outcomes = self._commit(batch)
         except BaseException as error:  # noqa: BLE001 - each request raises it as its own
-            self._disconnect()
             for waiting in batch:
                 waiting.error = error
+            self._disconnect()
         else:
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 waiting.outcome = outcome
-        # Whatever happened, every send of the batch is woken and the lead passes on.
+        finally:
+            self._pass_on(batch)
+
+    def _pass_on(self, batch: Sequence[_Waiting]) -> None:
+        """Wake the batch's other sends and hand the lead to the first send still waiting."""
         with self._lock:
             following = self._pending[0] if self._pending else None
             self._leading = following is not None

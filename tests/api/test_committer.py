@@ -147,10 +147,27 @@ def test_database_down_is_503_and_charges_nothing(settings, session, account):
     app = create_app(
         settings.with_overrides(database_url="postgresql+psycopg://postgres@127.0.0.1:1/x")
     )
-    answer = _post(app, token, {"from": number_id, "to": TO, "body": "Hi"})
+    answers: list = []
+
+    def run() -> None:
+        answers.append(_post(app, token, {"from": number_id, "to": TO, "body": "Hi"}))
+
+    # Concurrent sends share failed groups: each must be woken with the error, none left waiting.
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert len(answers) == 12
     app.extensions["smsgw"].close()
-    assert answer.status_code == 503
-    assert answer.get_json() == {"message": "Service unavailable", "error": "Database unavailable"}
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.get_json() == {
+            "message": "Service unavailable",
+            "error": "Database unavailable",
+        }
+    assert app.extensions["smsgw"].committer._leading is False  # the lead was passed on and ended
     session.expire_all()
     assert session.get(User, user_id).balance == Decimal("10.00")
 
