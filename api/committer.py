@@ -23,12 +23,15 @@ import select
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Row
+import psycopg
+from sqlalchemy import Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from api.metrics import SEND_GROUP
 from api.send_queue import SendQueue
-from shared.messaging import Send, accept_many
+from shared.messaging import Send, accept_many_autocommit
 from shared.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ MAX_BATCH = 64
 class Outcome:
     """What became of one send: accepted (and queued, unless `queue_error`), limited, or neither."""
 
-    message: Row | None = None
+    message: Any = None  # the message's row
     retry_after: int | None = None
     queue_error: Exception | None = None
 
@@ -70,7 +73,7 @@ class Committer:
         self._lock = threading.Lock()
         self._pending: list[_Waiting] = []
         self._leading = False  # a batch is running
-        self._connection: Connection | None = None  # used by one leader at a time
+        self._connection: PoolProxiedConnection | None = None  # used by one leader at a time
 
     def submit(self, send: Send, *, rate_key: str, request_id: str | None = None) -> Outcome:
         """Have the send counted under `rate_key`, accepted and queued with the others waiting.
@@ -125,23 +128,22 @@ class Committer:
         if following is not None:
             following.woken.release()  # it has no outcome yet: it leads the next batch
 
-    def _connect(self) -> Connection:
-        """Return the committer's connection, replaced if the server has closed it.
+    def _connect(self) -> psycopg.Connection:
+        """Return the committer's psycopg connection (autocommit), replaced if the server closed it.
 
         An idle connection has nothing to read unless the server ended it (a
         restart sends a termination notice, or the socket closes): checking
         costs no round trip. A statement that fails later is never run again,
         as it may have committed: its requests get the error.
         """
-        connection = self._connection
-        if connection is not None:
-            socket = connection.connection.dbapi_connection.fileno()  # type: ignore[union-attr]
-            if select.select([socket], [], [], 0)[0]:
-                self._disconnect()
-                connection = None
-        if connection is None:
-            connection = self._connection = self._engine.connect()
-        return connection
+        pooled = self._connection
+        if pooled is not None and select.select([pooled.driver_connection.fileno()], [], [], 0)[0]:
+            self._disconnect()
+            pooled = None
+        if pooled is None:
+            pooled = self._connection = self._engine.raw_connection()
+            pooled.driver_connection.autocommit = True
+        return pooled.driver_connection
 
     def _disconnect(self) -> None:
         if self._connection is not None:
@@ -151,10 +153,10 @@ class Committer:
 
     def _commit(self, batch: Sequence[_Waiting]) -> list[Outcome]:
         limits = self._limiter.retry_after_many([waiting.rate_key for waiting in batch])
-        rows: list[Row | None] = [None] * len(batch)
+        rows: list[Any] = [None] * len(batch)
         allowed = [i for i, wait in enumerate(limits) if wait is None]
         if allowed:
-            accepted = accept_many(self._connect(), [batch[i].send for i in allowed])
+            accepted = accept_many_autocommit(self._connect(), [batch[i].send for i in allowed])
             for i, row in zip(allowed, accepted, strict=True):
                 rows[i] = row
         queued = [(row.id, w.request_id) for w, row in zip(batch, rows, strict=True) if row]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from flask import Flask, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -61,6 +62,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
+    @app.errorhandler(psycopg.OperationalError)  # the committer's statement runs on psycopg
+    @app.errorhandler(psycopg.InterfaceError)
     def _database_unavailable(error: Exception):
         # Down, restarting or unreachable: retry later (with an Idempotency-Key, safely).
         log.error("database unavailable: %s", type(error.__cause__ or error).__name__)

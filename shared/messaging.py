@@ -6,8 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import phonenumbers
+import psycopg
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Row, select
 from sqlalchemy.orm import Session
 
@@ -243,15 +246,38 @@ def accept_many(connection: Connection, sends: Sequence[Send]) -> list[Row | Non
 
     The statement cannot say which check failed: for a None, `accept_message`
     runs the checks one by one and rejects with the right message (or, if the
-    state changed meanwhile, accepts). Run outside a transaction, the statement
-    is its own: one round trip charges and writes every message it accepts.
+    state changed meanwhile, accepts). It runs in the connection's transaction.
     """
+    rows = connection.exec_driver_sql(_ACCEPT_MANY, _accept_params(sends)).all()
+    return _line_up(rows, len(sends))
+
+
+def accept_many_autocommit(
+    connection: psycopg.Connection, sends: Sequence[Send]
+) -> list[Any | None]:
+    """Do what `accept_many` does on a psycopg connection in autocommit: one round trip.
+
+    The statement is its own transaction; it is prepared on the connection,
+    and its rows are named tuples with the columns of a `Message`. Going
+    around SQLAlchemy here saves most of the CPU a group's statement costs
+    in Python (its result set-up alone is 0.1 ms).
+    """
+    with connection.cursor(row_factory=namedtuple_row) as cursor:
+        cursor.execute(_ACCEPT_MANY, _accept_params(sends), prepare=True)
+        return _line_up(cursor.fetchall(), len(sends))
+
+
+def _accept_params(sends: Sequence[Send]) -> dict[str, Any]:
     columns: dict[str, list] = {name: [] for name in _COLUMNS}
     for send in sends:
         for name, field in _COLUMNS.items():
             columns[name].append(getattr(send, field))
-    rows = connection.exec_driver_sql(_ACCEPT_MANY, {**columns, "now": utcnow()}).all()
-    accepted: list[Row | None] = [None] * len(sends)
+    return {**columns, "now": utcnow()}
+
+
+def _line_up(rows: Sequence[Any], count: int) -> list[Any | None]:
+    """Return each send's row in its place (`ord` counts from 1), None where none was written."""
+    accepted: list[Any | None] = [None] * count
     for row in rows:
         accepted[row.ord - 1] = row
     return accepted

@@ -51,19 +51,31 @@ def _send(token: str, number_id: int, *, to: str = TO, body: str = BODY, callbac
     return send
 
 
-def _accept(engine, sends) -> list:
-    with engine.connect() as conn:
-        rows = messaging.accept_many(conn, sends)
-        conn.commit()
-    return rows
+@pytest.fixture(params=["transaction", "autocommit"])
+def accept(request, engine):
+    """Accept through SQLAlchemy in a transaction, or as the committer does: raw, in autocommit."""
+
+    def in_transaction(sends) -> list:
+        with engine.connect() as conn:
+            rows = messaging.accept_many(conn, sends)
+            conn.commit()
+        return rows
+
+    def in_autocommit(sends) -> list:
+        pooled = engine.raw_connection()
+        try:
+            pooled.driver_connection.autocommit = True
+            return messaging.accept_many_autocommit(pooled.driver_connection, sends)
+        finally:
+            pooled.invalidate()
+
+    return in_transaction if request.param == "transaction" else in_autocommit
 
 
-def test_accepts_like_accept_message(session, engine, sender):
+def test_accepts_like_accept_message(session, accept, sender):
     user_id, number_id, token = sender
     fields = dict(user_id=user_id, phone_number_id=number_id, to=TO, body="✓" * 71)
-    [quick] = _accept(
-        engine, [_send(token, number_id, body=fields["body"], callback="https://x.test/cb")]
-    )
+    [quick] = accept([_send(token, number_id, body=fields["body"], callback="https://x.test/cb")])
     reference = messaging.accept_message(session, **fields)
     session.commit()
 
@@ -127,12 +139,12 @@ def _poor(session, user_id, number_id):
         (_poor, "Insufficient balance"),
     ],
 )
-def test_any_failed_check_writes_nothing(session, engine, sender, change, message):
+def test_any_failed_check_writes_nothing(session, accept, sender, change, message):
     user_id, number_id, token = sender
     number_id = change(session, user_id, number_id)
     before = _state(session, user_id)
     fields = dict(user_id=user_id, phone_number_id=number_id, to=TO, body=BODY)
-    assert _accept(engine, [_send(token, number_id)]) == [None]
+    assert accept([_send(token, number_id)]) == [None]
     assert _state(session, user_id) == before
     with pytest.raises(messaging.Rejected) as rejected:
         messaging.accept_message(session, **fields)
@@ -146,14 +158,14 @@ def test_an_invalid_recipient_is_left_to_accept_message():
     assert found is None
 
 
-def test_an_unknown_token_writes_nothing(session, engine, sender):
+def test_an_unknown_token_writes_nothing(session, accept, sender):
     user_id, number_id, _ = sender
     before = _state(session, user_id)
-    assert _accept(engine, [_send("not-a-token", number_id)]) == [None]
+    assert accept([_send("not-a-token", number_id)]) == [None]
     assert _state(session, user_id) == before
 
 
-def test_a_mixed_batch_answers_each_send_in_its_place(session, engine):
+def test_a_mixed_batch_answers_each_send_in_its_place(session, accept):
     set_price(session, country="US", price="0.0079")
     user_id, token = make_user(session, balance="0.0237")  # three sends
     number_id = make_number(session, user_id=user_id)
@@ -171,7 +183,7 @@ def test_a_mixed_batch_answers_each_send_in_its_place(session, engine):
         _send(token, number_id, body="three"),
         _send(token, number_id, body="four: the balance is spent"),
     ]
-    rows = _accept(engine, sends)
+    rows = accept(sends)
     accepted = [(row.user_id, row.body) if row else None for row in rows]
     assert accepted == [
         (user_id, "one"),
@@ -192,7 +204,7 @@ def test_a_mixed_batch_answers_each_send_in_its_place(session, engine):
         assert billing.ledger_sum(session, user_id=uid) == session.get(User, uid).balance
 
 
-def test_a_dear_send_does_not_let_later_ones_overdraw(session, engine, sender):
+def test_a_dear_send_does_not_let_later_ones_overdraw(session, accept, sender):
     """Affordability is the running sum: after a send the balance cannot cover, none fit.
 
     The cheaper send after it would fit alone; the statement leaves it to
@@ -203,8 +215,8 @@ def test_a_dear_send_does_not_let_later_ones_overdraw(session, engine, sender):
     session.commit()
     dear = _send(token, number_id, body="x" * 161)  # two segments: 0.0158
     cheap = _send(token, number_id, body="y")  # 0.0079
-    assert _accept(engine, [dear, cheap]) == [None, None]
-    [alone] = _accept(engine, [cheap])
+    assert accept([dear, cheap]) == [None, None]
+    [alone] = accept([cheap])
     assert alone is not None
     session.expire_all()
     assert session.get(User, user_id).balance == Decimal("0.0021")
