@@ -50,3 +50,48 @@ def test_many_requests_are_counted_in_order_in_one_call(redis_client):
     assert answers == [None, None, None, 30, 30]
     # a refused request still counts: the window stays full for both keys
     assert limiter.retry_after_many(["a", "b"], now=151.0) == [29, 29]
+
+
+def _counted(redis_client, key: str, window_start: int) -> int:
+    return int(redis_client.get(f"smsgw:rate:{key}:{window_start}") or 0)
+
+
+def test_a_lease_is_taken_in_one_round_trip_and_spent_locally(redis_client):
+    limiter = RateLimiter(redis_client, limit=1000, window=60, lease=10)
+    assert limiter.retry_after("k", now=120.0) is None
+    assert _counted(redis_client, "k", 120) == 10  # this request and nine more, taken at once
+    assert limiter.retry_after_many(["k"] * 9, now=121.0) == [None] * 9
+    assert _counted(redis_client, "k", 120) == 10  # spent here, without Redis
+    assert limiter.retry_after_many(["k"] * 3, now=122.0) == [None] * 3
+    assert _counted(redis_client, "k", 120) == 22  # 2 short, and a lease's 9 more
+    # a new window starts with nothing held: what the old one left is not carried over
+    assert limiter.retry_after("k", now=180.0) is None
+    assert _counted(redis_client, "k", 180) == 10
+
+
+def test_processes_with_leases_never_pass_more_than_the_limit(redis_client):
+    """Four processes' limiters, eight threads each, all sending on one key in one window."""
+    import threading
+
+    limit, now = 500, 600.0
+    limiters = [RateLimiter(redis_client, limit=limit, window=60, lease=7) for _ in range(4)]
+    allowed = []
+    start = threading.Barrier(32)
+
+    def send(limiter: RateLimiter) -> None:
+        start.wait()
+        for _ in range(25):
+            answers = limiter.retry_after_many(["k", "k", "other"], now=now)
+            allowed.append(sum(answer is None for answer in answers[:2]))
+
+    threads = [threading.Thread(target=send, args=(lim,)) for lim in limiters for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    passed = sum(allowed)  # 1,600 asked for
+    assert passed <= limit
+    # early refusals are bounded: each process holds fewer than a lease unused
+    held = sum(lim._held["k"] for lim in limiters)
+    assert passed + held == limit
+    assert held <= 4 * (7 - 1)
