@@ -8,6 +8,7 @@ log included, are JSON lines on stderr.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import multiprocessing
@@ -102,3 +103,14 @@ def on_exit(server) -> None:  # type: ignore[no-untyped-def]
     """Remove the metrics directory if this config made it."""
     if _owned:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
+    """Move everything loaded so far out of the garbage collector's sight.
+
+    The app's modules, models and clients live as long as the worker: left in
+    the collected generations, each full collection walks them all, a pause
+    every request then in flight waits out. Frozen, p99 at 32 connections
+    went from 62-159 ms to 43-58 ms in alternating runs (bench/api_send.py).
+    """
+    gc.freeze()
