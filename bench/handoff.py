@@ -176,7 +176,7 @@ def measure(
     pool: str = "threads",
     concurrency: int = 16,
 ) -> list[dict]:
-    """Return the no-op row and the send row for one worker setting."""
+    """Return the no-op row, the floor's row and the send row for one worker setting."""
     setting = setting or Setting(pool, concurrency)
     rows = []
     with (
@@ -236,6 +236,21 @@ def measure(
                 probe=probe,
             )
             rows.append({"what": f"no-op task ({setting})", **noop})
+
+            client.delete(NOOP_DONE_KEY)
+            with celery.producer_or_acquire() as producer:
+                for _ in range(count):
+                    celery.send_task("bench_post", queue="bench", producer=producer)
+            floor = _run_workers(
+                setting,
+                "bench",
+                env=env,
+                folder=Path(tmp),
+                done=lambda: int(client.get(NOOP_DONE_KEY) or 0),
+                count=count,
+                probe=probe,
+            )
+            rows.append({"what": f"floor: one POST to the sandbox ({setting})", **floor})
 
             ids = _messages(db_url, number_id, count)
             with celery.producer_or_acquire() as producer:
