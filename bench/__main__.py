@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     bare, gateway = api_send.run()
     rows.append(("POST /api/user/sms, req/s (32 conn)", gateway["rate"], bare["rate"], ">= 45%"))
+    per_round = ", ".join(
+        f"{ours / base:.0%}" for ours, base in zip(gateway["rounds"], bare["rounds"], strict=True)
+    )
     rows.append(
         (
             "  p50 / p99 latency, ms",
@@ -51,11 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{what:38} | {ours:>13} | {base:>13} | {'':>6} | {goal}")
     print(
+        f"\nPOST /api/user/sms: medians of {len(bare['rounds'])} alternating rounds;"
+        f" gateway/bare in each: {per_round}"
         "\nbaselines: a bare Flask endpoint under the same gunicorn; a no-op task, same pool."
         "\nfloor: the least any hand-off must do, one POST to the sandbox and nothing else"
         "\n(bench/noop_worker.py); its ratio is to the same no-op\n",
         flush=True,
     )
+    for row in (bare, gateway):
+        if row["bad"] or row["socket_errors"]:
+            print(f"warning: {row['what']}: {row['bad']:.0f} non-2xx answers or socket errors")
     return campaigns.main([])
 
 

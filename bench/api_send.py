@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -89,13 +90,29 @@ def _wait_for_app(url: str, seconds: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer in {seconds:.0f} s")
 
 
+APPS = (
+    ("bare Flask endpoint", "bench.bare_app:create_app()"),
+    ("POST /api/user/sms", "api.app:create_app()"),
+)
+MEASURES = ("rate", "p50", "p99")
+
+
 def run(
-    *, connections: int = 32, seconds: int = 10, workers: int = 3, threads: int = 12
+    *,
+    connections: int = 32,
+    seconds: int = 10,
+    workers: int = 3,
+    threads: int = 12,
+    rounds: int = 3,
 ) -> list[dict]:
-    """Measure both apps and return one row each (gunicorn.conf.py's defaults on 2 cores)."""
+    """Measure both apps, alternating, `rounds` times; return one row each, of median figures.
+
+    A row's `rounds` holds its rate in each round: on a shared 2-core machine
+    one run's ratio can be off by a third, the median of alternating runs much less.
+    """
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
-    rows = []
+    runs: dict[str, list[dict]] = {name: [] for name, _ in APPS}
     with (
         database("smsgw_bench_api") as db_url,
         redis_server() as redis_url,
@@ -106,16 +123,22 @@ def run(
         script.write_text(WRK_SCRIPT % {"number": number_id, "token": token})
         # One token sends them all: the limiter counts every request, and lets them through.
         env = gateway_env(db_url, redis_url, RATE_LIMIT_PER_MINUTE=str(10**9))
-        for name, app in (
-            ("bare Flask endpoint", "bench.bare_app:create_app()"),
-            ("POST /api/user/sms", "api.app:create_app()"),
-        ):
-            port = free_port()
-            argv, served = gunicorn(app, port, workers, threads)
-            with process(argv, env={**env, **served}, port=port):
-                url = f"http://127.0.0.1:{port}/api/user/sms"
-                _wait_for_app(url)
-                wrk(url, script, connections=connections, seconds=3)  # warm up every worker
-                result = wrk(url, script, connections=connections, seconds=seconds)
-            rows.append({"what": name, **result})
-    return rows
+        for _ in range(rounds):
+            for name, app in APPS:
+                port = free_port()
+                argv, served = gunicorn(app, port, workers, threads)
+                with process(argv, env={**env, **served}, port=port):
+                    url = f"http://127.0.0.1:{port}/api/user/sms"
+                    _wait_for_app(url)
+                    wrk(url, script, connections=connections, seconds=3)  # warm up every worker
+                    runs[name].append(wrk(url, script, connections=connections, seconds=seconds))
+    return [
+        {
+            "what": name,
+            **{key: statistics.median(result[key] for result in results) for key in MEASURES},
+            "bad": sum(result["bad"] for result in results),  # non-2xx answers, all rounds
+            "socket_errors": any(result["socket_errors"] for result in results),
+            "rounds": [result["rate"] for result in results],
+        }
+        for name, results in runs.items()
+    ]
