@@ -3,10 +3,12 @@
 Each process counts in Redis ahead of its needs: a key that runs out takes
 `lease` more of the window's requests at once, and the process hands them out
 itself until they are spent. Redis then sees one round trip per lease, not
-per request, and never counts more than `limit` requests through a window;
-a key may be refused up to `lease - 1` requests early per API process, for
-requests another process took and has not used. The lease is a hundredth of
-the limit (at most 100), so a limit below 200 is counted exactly.
+per request, and never counts more than `limit` requests through a window.
+One lease per key is asked for at a time in a process (a request that finds
+one under way asks for just what it lacks), so a process holds at most
+`lease - 1` unused requests of a key: the key may be refused that many early
+for each other API process. The lease is a hundredth of the limit (at least
+1, at most 100), so a limit below 200 is counted exactly.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._window_start = 0
         self._held: Counter[str] = Counter()  # requests of this window taken and not yet used
+        self._leasing: set[str] = set()  # keys a lease is being asked for
 
     def retry_after(self, key: str, *, now: float | None = None) -> int | None:
         """Count one request; return None if allowed, else whole seconds until the next window."""
@@ -52,19 +55,34 @@ class RateLimiter:
         window_start = int(now // self.window) * self.window
         wanted = Counter(keys)
         allowed: Counter[str] = Counter()
+        asked: dict[str, int] = {}
         with self._lock:
-            if window_start != self._window_start:
-                self._window_start, self._held = window_start, Counter()
+            if window_start > self._window_start:
+                self._window_start, self._held, self._leasing = window_start, Counter(), set()
+            current = window_start == self._window_start  # a call late from the last window
             for key, count in wanted.items():
-                allowed[key] = min(count, self._held[key])
-                self._held[key] -= allowed[key]
-        short = {key: count - allowed[key] for key, count in wanted.items() if count > allowed[key]}
-        if short:
-            for key, taken in self._take(short, window_start).items():
-                allowed[key] += min(taken, short[key])
-                with self._lock:
-                    if window_start == self._window_start:
-                        self._held[key] += max(0, taken - short[key])
+                if current:
+                    allowed[key] = min(count, self._held[key])
+                    self._held[key] -= allowed[key]
+                short = count - allowed[key]
+                if not short:
+                    continue
+                asked[key] = short
+                if current and self.lease > 1 and key not in self._leasing:
+                    self._leasing.add(key)
+                    asked[key] += self.lease - 1
+        if asked:
+            taken = self._take(asked, window_start)
+            with self._lock:
+                current = window_start == self._window_start
+                for key, count in asked.items():
+                    short = wanted[key] - allowed[key]
+                    got = short if taken is None else min(taken[key], short)
+                    allowed[key] += got
+                    if count > short and current:  # this call asked for the key's lease
+                        self._leasing.discard(key)
+                        if taken is not None:
+                            self._held[key] += taken[key] - got
         wait = max(1, int(window_start + self.window - now + 0.999))
         seen: Counter[str] = Counter()
         answers: list[int | None] = []
@@ -73,13 +91,12 @@ class RateLimiter:
             answers.append(None if seen[key] <= allowed[key] else wait)
         return answers
 
-    def _take(self, short: dict[str, int], window_start: int) -> dict[str, int]:
-        """Take each key's shortfall plus a lease from the window in Redis; return what fit.
+    def _take(self, asked: dict[str, int], window_start: int) -> dict[str, int] | None:
+        """Add what each key asks for to its window in Redis; return what fit, None if Redis failed.
 
         A request the window has no room for still counts: a refused client
         keeps its window full.
         """
-        asked = {key: count + self.lease - 1 for key, count in short.items()}
         try:
             # Each window has its own key; its expiry only clears it away once it is over.
             with self._client.pipeline(transaction=False) as pipe:
@@ -89,9 +106,9 @@ class RateLimiter:
                     pipe.expire(name, self.window + 1)
                 totals = pipe.execute()[::2]
         except redis.RedisError:
-            return short
-        taken = {}
-        for (key, count), total in zip(asked.items(), map(int, totals), strict=True):
-            # the requests this process asked for that are within the limit
-            taken[key] = max(0, min(count, self.limit - (total - count)))
-        return taken
+            return None
+        return {
+            # the requests asked for that are within the limit
+            key: max(0, min(count, self.limit - (int(total) - count)))
+            for (key, count), total in zip(asked.items(), totals, strict=True)
+        }

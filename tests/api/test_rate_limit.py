@@ -95,3 +95,36 @@ def test_processes_with_leases_never_pass_more_than_the_limit(redis_client):
     held = sum(lim._held["k"] for lim in limiters)
     assert passed + held == limit
     assert held <= 4 * (7 - 1)
+
+
+def test_a_process_asks_for_one_lease_of_a_key_at_a_time(redis_client):
+    """Eight requests run short together: one asks for the lease, the others for what they lack."""
+    import threading
+
+    limiter = RateLimiter(redis_client, limit=100_000, window=60, lease=10)
+    start = threading.Barrier(8)
+    answers = []
+
+    def send() -> None:
+        start.wait()
+        answers.append(limiter.retry_after("k", now=600.0))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    redis_client.client_pause(300, all=False)  # writes wait: the eight calls overlap in Redis
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert answers == [None] * 8
+    assert _counted(redis_client, "k", 600) == 8 + 9  # one lease's nine more, not eight leases
+    assert limiter._held["k"] == 9
+
+
+def test_a_call_late_from_the_last_window_is_counted_there_and_keeps_the_new_lease(redis_client):
+    limiter = RateLimiter(redis_client, limit=1000, window=60, lease=10)
+    assert limiter.retry_after("k", now=660.0) is None  # the window of 660: a lease of 10
+    assert limiter.retry_after("k", now=659.9) is None  # read the clock just before 660
+    assert _counted(redis_client, "k", 600) == 1  # counted in its own window, no lease
+    assert limiter._held["k"] == 9  # the new window's lease is still there
+    assert limiter.retry_after("k", now=661.0) is None
+    assert _counted(redis_client, "k", 660) == 10
