@@ -2,9 +2,10 @@
 
 A request thread that finds no batch running leads one: it takes every send
 then waiting, its own first (up to `MAX_BATCH`), counts them against their
-tokens' rate limits in one Redis round trip, accepts them in one PostgreSQL
-statement (`accept_many`: tokens, numbers, prices, opt-outs, charges, messages
-and ledger rows) and queues the hand-offs of those accepted with one LPUSH.
+tokens' rate limits (in one Redis round trip at most: `shared.ratelimit`),
+accepts them in one PostgreSQL statement (`accept_many_autocommit`: tokens,
+numbers, prices, opt-outs, charges, messages and ledger rows) and queues the
+hand-offs of those accepted with one LPUSH.
 Sends that arrive meanwhile wait; when the batch is done its leader wakes
 each of its sends with its outcome and makes the first send still waiting the
 next leader. When sends arrive one at a time each is a batch of one, run by

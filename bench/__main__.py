@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for row in (bare, gateway):
-        if row["bad"] or row["socket_errors"]:
-            print(f"warning: {row['what']}: {row['bad']:.0f} non-2xx answers or socket errors")
+        if row["bad"]:
+            print(f"warning: {row['what']}: {row['bad']:.0f} answers were not 2xx")
+        if row["socket_errors"]:
+            print(f"warning: {row['what']}: wrk saw socket errors (timeouts or resets)")
     return campaigns.main([])
 
 

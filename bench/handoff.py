@@ -160,7 +160,11 @@ def _run_workers(
         pids = [worker.pid for worker in workers]
         start = _wait_ready(logs)
         before = probe.snapshot(pids)
-        end = _until(done, count)
+        try:
+            end = _until(done, count)
+        except RuntimeError as stuck:  # say why: a task that fails never counts itself
+            tail = logs[0].read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{stuck}; the first worker's log ends:\n{tail}") from None
         after = probe.snapshot(pids)
     row = {"count": count, "rate": count / (end - start)}
     for name in after:
