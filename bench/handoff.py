@@ -227,33 +227,25 @@ def measure(
                 database_name=make_url(db_url).database,
                 skip={watcher_pid},
             )
-            with celery.producer_or_acquire() as producer:
-                for _ in range(count):
-                    celery.send_task("bench_noop", queue="bench", producer=producer)
-            noop = _run_workers(
-                setting,
-                "bench",
-                env=env,
-                folder=Path(tmp),
-                done=lambda: int(client.get(NOOP_DONE_KEY) or 0),
-                count=count,
-                probe=probe,
-            )
-            rows.append({"what": f"no-op task ({setting})", **noop})
 
-            client.delete(NOOP_DONE_KEY)
-            with celery.producer_or_acquire() as producer:
-                for _ in range(count):
-                    celery.send_task("bench_post", queue="bench", producer=producer)
-            floor = _run_workers(
-                setting,
-                "bench",
-                env=env,
-                folder=Path(tmp),
-                done=lambda: int(client.get(NOOP_DONE_KEY) or 0),
-                count=count,
-                probe=probe,
-            )
+            def counted(task: str) -> dict:
+                """Run `count` of a baseline task that counts itself when done."""
+                client.delete(NOOP_DONE_KEY)
+                with celery.producer_or_acquire() as producer:
+                    for _ in range(count):
+                        celery.send_task(task, queue="bench", producer=producer)
+                return _run_workers(
+                    setting,
+                    "bench",
+                    env=env,
+                    folder=Path(tmp),
+                    done=lambda: int(client.get(NOOP_DONE_KEY) or 0),
+                    count=count,
+                    probe=probe,
+                )
+
+            rows.append({"what": f"no-op task ({setting})", **counted("bench_noop")})
+            floor = counted("bench_post")
             rows.append({"what": f"floor: one POST to the sandbox ({setting})", **floor})
 
             ids = _messages(db_url, number_id, count)
