@@ -190,7 +190,8 @@ def prepare_send(
 # deadlock. A send after one its user cannot afford is written only if the sum
 # still fits: `accept_message` then decides it alone. Sent as is (psycopg's
 # parameter style): SQLAlchemy's handling of a `text()` costs more CPU than the
-# statement.
+# statement. It names the columns it returns: a prepared `RETURNING *` fails
+# once a migration adds a column to `messages` under a running API.
 _ACCEPT_MANY = """
     WITH input AS (
         SELECT * FROM unnest(
@@ -233,7 +234,9 @@ _ACCEPT_MANY = """
         SELECT a.id, a.user_id, a.number_id, a.number, a."to", a.body, a.segments, a.encoding,
             a.price, a.total, 'queued', 'pending', 0, a.status_callback, %(now)s, %(now)s
         FROM accepted a ORDER BY a.ord
-        RETURNING *
+        RETURNING id, user_id, phone_number_id, from_number, "to", body, segments, encoding,
+            segment_price, total_cost, status, handoff, attempts, sms_sid, error_code,
+            error_message, status_callback, handoff_at, campaign_id, created_at, updated_at
     ), ledger AS (
         INSERT INTO ledger_entries (user_id, amount, kind, message_id, created_at)
         SELECT m.user_id, -m.total_cost, 'charge', m.id, %(now)s FROM message m ORDER BY m.id

@@ -11,7 +11,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from shared import billing, messaging
 from shared.accounts import hash_token
@@ -220,3 +220,24 @@ def test_a_dear_send_does_not_let_later_ones_overdraw(session, accept, sender):
     assert alone is not None
     session.expire_all()
     assert session.get(User, user_id).balance == Decimal("0.0021")
+
+
+def test_a_prepared_statement_survives_a_column_added_meanwhile(session, engine, sender):
+    """A migration may add a column to `messages` while the API runs with the statement prepared."""
+    user_id, number_id, token = sender
+    pooled = engine.raw_connection()
+    connection = pooled.driver_connection
+    connection.autocommit = True
+    try:
+        for _ in range(6):  # prepared from here on, whatever psycopg's threshold
+            assert messaging.accept_many_autocommit(connection, [_send(token, number_id)])[0]
+        with engine.begin() as ddl:
+            ddl.execute(text("ALTER TABLE messages ADD COLUMN added_later integer"))
+        try:
+            [row] = messaging.accept_many_autocommit(connection, [_send(token, number_id)])
+            assert row is not None and row.user_id == user_id
+        finally:
+            with engine.begin() as ddl:
+                ddl.execute(text("ALTER TABLE messages DROP COLUMN added_later"))
+    finally:
+        pooled.invalidate()
