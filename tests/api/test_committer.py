@@ -125,15 +125,25 @@ def test_a_connection_the_server_closed_is_replaced_before_the_batch(
     assert _post(app, token, body).status_code == 201
     admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        ended = conn.execute(
+        terminated = conn.execute(
             text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 " AND backend_type = 'client backend'"
             )
-        ).scalar()
+        ).all()
+        ended = [pid for pid, _ in terminated]
+        # pg_terminate_backend only signals: wait until the backends have gone,
+        # as after a restart, so that their sockets are closed before the next send.
+        deadline = time.monotonic() + 10
+        while conn.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:ended)"),
+            {"ended": ended},
+        ):
+            assert time.monotonic() < deadline, "terminated backends did not exit"
+            time.sleep(0.01)
     admin.dispose()
-    assert ended >= 1
+    assert len(ended) >= 1
     # The committer's idle connection was ended by the server: no request may see it.
     session.close()
     assert _post(app, token, body).status_code == 201
