@@ -50,7 +50,7 @@ class SendQueue:
         )
 
 
-def task_message(message_id: int, request_id: str | None = None) -> dict:
+def task_message(message_id: int, request_id: str | None) -> dict:
     """Return the broker message of `send_message(message_id)`, as kombu would write it."""
     task_id = str(uuid.uuid4())
     args = [message_id]

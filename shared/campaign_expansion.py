@@ -21,14 +21,13 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-import phonenumbers
 from sqlalchemy import Integer, Numeric, String, Text, column, delete, func, select, table, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import billing
 from shared.campaigns import bulk_write
 from shared.db import utcnow
-from shared.messaging import MAX_BODY_CHARS, Rejected, is_unicode_text, sender_number
+from shared.messaging import MAX_BODY_CHARS, Rejected, is_unicode_text, parse_to, sender_number
 from shared.models import Campaign, CampaignRecipient, Message, OptOut, Price
 from shared.money import cost
 from shared.segments import count_segments
@@ -54,19 +53,6 @@ _STAGE_TYPES: tuple[Any, ...] = (
 _STAGE_TABLE = table(
     _STAGE, *(column(name, kind) for name, kind in zip(_STAGE_COLUMNS, _STAGE_TYPES, strict=True))
 )
-
-
-def parse_to(to: str) -> tuple[str, str]:
-    """Return (`to` in E.164, its region), or reject it as a single send would."""
-    try:
-        number = phonenumbers.parse(to.strip(), None)
-    except phonenumbers.NumberParseException:
-        raise Rejected("Invalid to phone number") from None
-    # What is_valid_number does, keeping the region it finds instead of finding it twice.
-    region = phonenumbers.region_code_for_number(number)
-    if region is None or not phonenumbers.is_valid_number_for_region(number, region):
-        raise Rejected("Invalid to phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), region
 
 
 def screen(template_text: str, rows: Sequence[tuple[int, str, str]]) -> tuple[list, list]:

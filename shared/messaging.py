@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -53,11 +53,11 @@ def can_move(current: str, new: str) -> bool:
 
 def parse_recipient(to: str) -> str:
     """Return `to` in E.164, or reject it as an invalid international number."""
-    return _recipient(to)[0]
+    return parse_to(to)[0]
 
 
-def _recipient(to: str) -> tuple[str, str | None]:
-    """Return `to` in E.164 and its ISO region, or reject it."""
+def parse_to(to: str) -> tuple[str, str]:
+    """Return (`to` in E.164, its ISO region), or reject it as an invalid number."""
     try:
         number = phonenumbers.parse(to.strip(), None)
     except phonenumbers.NumberParseException:
@@ -115,7 +115,7 @@ def accept_message(
     """
     now = utcnow()
     number = sender_number(session, user_id=user_id, phone_number_id=phone_number_id, now=now)
-    recipient, region = _recipient(to)
+    recipient, region = parse_to(to)
     price = segment_price(session, region=region)
     if is_opted_out(session, user_id=user_id, to=recipient):
         raise Rejected("Recipient has opted out")
@@ -165,7 +165,7 @@ def prepare_send(
     On None, `accept_message` says which check fails first.
     """
     try:
-        recipient, region = _recipient(to)
+        recipient, region = parse_to(to)
     except Rejected:
         return None
     count = count_segments(body)
@@ -195,7 +195,7 @@ def prepare_send(
 _ACCEPT_MANY = """
     WITH input AS (
         SELECT * FROM unnest(
-            %(token_hash)s::text[], %(number_id)s::int[], %(to)s::text[], %(country)s::text[],
+            %(token_hash)s::text[], %(phone_number_id)s::int[], %(to)s::text[], %(country)s::text[],
             %(body)s::text[], %(segments)s::int[], %(encoding)s::text[],
             %(status_callback)s::text[]
         ) WITH ORDINALITY AS i(token_hash, number_id, "to", country, body, segments, encoding,
@@ -272,10 +272,7 @@ def accept_many_autocommit(
 
 
 def _accept_params(sends: Sequence[Send]) -> dict[str, Any]:
-    columns: dict[str, list] = {name: [] for name in _COLUMNS}
-    for send in sends:
-        for name, field in _COLUMNS.items():
-            columns[name].append(getattr(send, field))
+    columns = {name: [getattr(send, name) for send in sends] for name in _COLUMNS}
     return {**columns, "now": utcnow()}
 
 
@@ -287,16 +284,7 @@ def _line_up(rows: Sequence[Any], count: int) -> list[Any | None]:
     return accepted
 
 
-_COLUMNS = {
-    "token_hash": "token_hash",
-    "number_id": "phone_number_id",
-    "to": "to",
-    "country": "country",
-    "body": "body",
-    "segments": "segments",
-    "encoding": "encoding",
-    "status_callback": "status_callback",
-}
+_COLUMNS = tuple(field.name for field in fields(Send))  # each passed as an array
 
 
 def fail(session: Session, *, message: Message, error_code: int | None, error_message: str) -> bool:
