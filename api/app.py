@@ -16,17 +16,17 @@ from api.committer import Committer
 from api.gateway import Gateway
 from api.send_queue import SendQueue
 from shared import logs
-from shared.db import make_engine, make_session_factory
+from shared.db import MAX_ID, make_engine, make_session_factory
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings, settings_or_exit
 from worker.factory import make_celery
 
 
 class RowId(IntegerConverter):
-    """An integer path segment no larger than a database id can be."""
+    """An integer path segment no larger than a database id (64-bit) can be."""
 
     def __init__(self, url_map: Map, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("max", 2**31 - 1)
+        kwargs.setdefault("max", MAX_ID)
         super().__init__(url_map, *args, **kwargs)  # type: ignore[arg-type]
 
 
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or settings_or_exit()
     logs.configure(settings.log_level)
     app = Flask(__name__)
-    # Ids are 32-bit in the database: a larger one in a URL is simply not found.
+    # A larger id than a database id can be is simply not found.
     app.url_map.converters["int"] = RowId
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False

@@ -15,6 +15,7 @@ from twilio.request_validator import RequestValidator
 from api.errors import ApiError
 from api.gateway import gateway
 from shared import delivery, optouts
+from shared.db import MAX_ID
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ def status():
     sid, twilio_status = form.get("MessageSid", ""), form.get("MessageStatus", "")
     if not sid or not twilio_status:
         raise ApiError(400, "MessageSid and MessageStatus are required")
-    raw_id = request.args.get("message_id", "")
     gw = gateway()
     with gw.sessions() as session:
         applied = delivery.apply_callback(
@@ -54,7 +54,7 @@ def status():
             status=twilio_status.lower(),
             error_code=delivery.parse_error_code(form.get("ErrorCode")),
             token=request.headers.get("I-Twilio-Idempotency-Token"),
-            message_id=int(raw_id) if raw_id.isdigit() and len(raw_id) < 10 else None,
+            message_id=_row_id(request.args.get("message_id", "")),
             to=form.get("To") or None,
         )
         session.commit()
@@ -76,3 +76,8 @@ def inbound():
         )
         session.commit()
     return Response(EMPTY_TWIML, mimetype="text/xml")
+
+
+def _row_id(raw: str) -> int | None:
+    """Return the message id of the callback URL, or None if it cannot be one."""
+    return int(raw) if raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_ID else None

@@ -50,6 +50,7 @@ def refund(session: Session, *, message: Message, note: str) -> bool:
             amount=message.total_cost,
             kind="refund",
             message_id=message.id,
+            campaign_id=message.campaign_id,
             note=note[:255],
         )
     )
@@ -94,14 +95,20 @@ def _credit(session: Session, *, user_id: int, amount: Decimal) -> None:
     )
 
 
-def charge_campaign(session: Session, *, user_id: int, amount: Decimal, note: str) -> None:
+def charge_campaign(
+    session: Session, *, user_id: int, campaign_id: int, amount: Decimal, note: str
+) -> None:
     """Take a whole campaign's cost in one conditional update, with one ledger row.
 
     Its messages carry their own `total_cost`, so each can later be refunded
     once, by `refund` or `refund_messages`, against the unique (message_id, kind).
     """
     _debit(session, user_id=user_id, amount=amount)
-    session.add(LedgerEntry(user_id=user_id, amount=-amount, kind="charge", note=note[:255]))
+    session.add(
+        LedgerEntry(
+            user_id=user_id, amount=-amount, kind="charge", campaign_id=campaign_id, note=note[:255]
+        )
+    )
     session.flush()
 
 
@@ -120,12 +127,16 @@ def refund_messages(
         Message.total_cost,
         literal("refund"),
         Message.id,
+        Message.campaign_id,
         literal(note[:255]),
         literal(utcnow()),
     ).where(Message.id.in_(message_ids), Message.user_id == user_id, Message.total_cost > 0)
     statement = (
         insert_into(LedgerEntry)
-        .from_select(["user_id", "amount", "kind", "message_id", "note", "created_at"], source)
+        .from_select(
+            ["user_id", "amount", "kind", "message_id", "campaign_id", "note", "created_at"],
+            source,
+        )
         .on_conflict_do_nothing(index_elements=["message_id", "kind"])
         .returning(LedgerEntry.amount)
     )

@@ -196,6 +196,7 @@ def expand_campaign(
                 billing.charge_campaign(
                     session,
                     user_id=campaign.user_id,
+                    campaign_id=campaign.id,
                     amount=total_cost,
                     note=f"campaign {campaign.id}: {accepted} messages",
                 )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from sqlalchemy import Engine, MetaData, Numeric, create_engine, event
+from sqlalchemy import BigInteger, Engine, Integer, MetaData, Numeric, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
 # Money keeps four decimal places: prices such as 0.0079 are exact.
@@ -21,10 +21,22 @@ NAMING = {
 }
 
 
+# Ids are 64-bit: a gateway sending a thousand messages a second passes 2**31 in
+# under a month. SQLite's rowid is 64-bit already, and only `INTEGER PRIMARY KEY`
+# is its alias (BIGINT would lose the autoincrement), hence the variant.
+MAX_ID = 2**63 - 1
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
-    """The declarative base; constraint names follow one convention for Alembic."""
+    """The declarative base; constraint names follow one convention for Alembic.
+
+    A plain `Mapped[int]` (every id and every foreign key to one) is 64-bit;
+    counters and codes name their `Integer` type.
+    """
 
     metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {int: BigId}
 
 
 def utcnow() -> datetime:

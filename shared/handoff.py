@@ -184,7 +184,9 @@ def requeue_stale(
                     Message.campaign_id.is_(None),
                     Message.updated_at < now - timedelta(seconds=older_than_seconds),
                 )
-                .order_by(Message.id)
+                # Oldest first, along ix_messages_queued_single_updated_at: only the queued
+                # single sends are read, however many campaign messages wait their turn.
+                .order_by(Message.updated_at)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )

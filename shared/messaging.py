@@ -22,6 +22,8 @@ from shared.segments import count_segments
 
 MAX_BODY_CHARS = 300
 
+# Every status a message can have, as lists and filters name them.
+STATUSES = ("queued", "sending", "sent", "delivered", "undelivered", "failed", "canceled")
 # Statuses in the order a message moves through them; finals never change.
 RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "undelivered": 3, "failed": 3}
 FINAL = frozenset({"delivered", "undelivered", "failed", "canceled"})
@@ -195,7 +197,8 @@ def prepare_send(
 _ACCEPT_MANY = """
     WITH input AS (
         SELECT * FROM unnest(
-            %(token_hash)s::text[], %(phone_number_id)s::int[], %(to)s::text[], %(country)s::text[],
+            %(token_hash)s::text[], %(phone_number_id)s::bigint[], %(to)s::text[],
+            %(country)s::text[],
             %(body)s::text[], %(segments)s::int[], %(encoding)s::text[],
             %(status_callback)s::text[]
         ) WITH ORDINALITY AS i(token_hash, number_id, "to", country, body, segments, encoding,

@@ -1,7 +1,9 @@
 """Reconciliation: settle messages the callbacks and the worker left unfinished.
 
 Three cases, each in bounded batches and one message per transaction, with
-the row locked (`SKIP LOCKED`) so a busy worker or callback is never waited for:
+the row locked (`SKIP LOCKED`) so a busy worker or callback is never waited for.
+Each looks along `ix_messages_status_updated_at`, oldest first, so it reads
+the few unsettled messages, never the table:
 
 - `sending` without a SID and a hand-off `in_flight` or `unknown` for too long:
   the call may have reached Twilio, so the message is looked up by To, From,
@@ -64,7 +66,7 @@ def reconcile_unsent(
         rows = session.execute(
             select(Message.id, Message.campaign_id)
             .where(*stuck, Message.handoff == "pending")
-            .order_by(Message.id)
+            .order_by(Message.updated_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
@@ -82,7 +84,7 @@ def reconcile_unsent(
             session.scalars(
                 select(Message.id)
                 .where(*stuck, Message.handoff.in_(("in_flight", "unknown")))
-                .order_by(Message.id)
+                .order_by(Message.updated_at)
                 .limit(limit)
             )
         )
@@ -120,8 +122,10 @@ def _settle_unsent(
         since = (message.handoff_at or message.created_at) - FIND_MARGIN
         taken = set(
             session.scalars(
-                # A SID held by any message of ours belongs to that message.
+                # A SID held by another message of the user's belongs to that message
+                # (`user_id` first: the lookup reads the user's recipient index).
                 select(Message.sms_sid).where(
+                    Message.user_id == message.user_id,
                     Message.to == message.to,
                     Message.from_number == message.from_number,
                     Message.sms_sid.is_not(None),
@@ -180,6 +184,9 @@ def reconcile_unfinished(
                     Message.sms_sid.is_not(None),
                     Message.status.in_(("sending", "sent")),
                     Message.updated_at < cutoff,
+                    # Implied by the next line (a change comes after the creation), but
+                    # it bounds the index range: long-finished messages are never read.
+                    Message.updated_at >= now - STOP_FETCHING_AFTER,
                     Message.created_at >= now - STOP_FETCHING_AFTER,
                 )
                 .order_by(Message.updated_at)

@@ -16,6 +16,8 @@ class Campaign(Base):
 
     `cursor` is the id of the last message released to the send queue, and
     `pump_chain` names the one dispatcher chain allowed to release more.
+    `purged` counts, per final status, the messages retention has deleted, so
+    the campaign's totals stay what they were.
     """
 
     __tablename__ = "campaigns"
@@ -37,7 +39,8 @@ class Campaign(Base):
     duplicates: Mapped[int] = mapped_column(Integer, default=0)
     rejections: Mapped[list] = mapped_column(JSON, default=list)
     total_cost: Mapped[Money] = mapped_column(default=Decimal("0"))
-    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    purged: Mapped[dict] = mapped_column(JSON, default=dict)
+    cursor: Mapped[int] = mapped_column(default=0)  # a message id
     pump_chain: Mapped[str | None] = mapped_column(String(36), default=None)
     pumped_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

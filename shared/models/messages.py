@@ -19,9 +19,28 @@ class Message(Base):
     """
 
     __tablename__ = "messages"
+    # Every list filter has an index ending in `id`, so a cursor-paged list
+    # reads one page of index entries whatever the table holds.
     __table_args__ = (
         Index("ix_messages_user_id_id", "user_id", "id"),
+        Index("ix_messages_user_id_status_id", "user_id", "status", "id"),
+        Index("ix_messages_user_id_to_id", "user_id", "to", "id"),
+        Index(
+            "ix_messages_campaign_id_id",
+            "campaign_id",
+            "id",
+            postgresql_where=text("campaign_id IS NOT NULL"),
+            sqlite_where=text("campaign_id IS NOT NULL"),
+        ),
+        # The reaper, the reconciler and retention find their messages by status and age.
         Index("ix_messages_status_updated_at", "status", "updated_at"),
+        # The requeue of single sends whose enqueue was lost, past any campaign backlog.
+        Index(
+            "ix_messages_queued_single_updated_at",
+            "updated_at",
+            postgresql_where=text("status = 'queued' AND campaign_id IS NULL"),
+            sqlite_where=text("status = 'queued' AND campaign_id IS NULL"),
+        ),
         Index(
             "ix_messages_campaign_id_status_id",
             "campaign_id",
@@ -70,7 +89,11 @@ class IdempotencyKey(Base):
     """The first answer given to a user's request carrying an Idempotency-Key."""
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("user_id", "key"),)
+    # The index on message_id lets retention's delete of a message find its key.
+    __table_args__ = (
+        UniqueConstraint("user_id", "key"),
+        Index("ix_idempotency_keys_message_id", "message_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

@@ -35,7 +35,7 @@ from tests.factories import make_number, make_user, set_price
 
 SMS = "/api/user/sms"
 CAMPAIGNS = "/api/user/sms/campaigns"
-MAX_ROW_ID = 2**31 - 1
+MAX_ROW_ID = 2**63 - 1
 KEY = "alice-order-42"
 
 # What kind of object a parameter or body field names, wherever it appears.
@@ -311,7 +311,7 @@ def test_every_route_answers_another_users_ids_as_nonexistent(
 
     def empty_page(answer: Answer) -> None:
         assert answer.status == 200
-        assert (answer.json()["data"], answer.json()["meta"]["total"]) == ([], 0)
+        assert answer.json() == {"data": [], "meta": {"limit": 50, "next": None}}
 
     for path, operations in spec["paths"].items():
         for method, op in operations.items():
@@ -370,7 +370,7 @@ def test_every_route_answers_another_users_ids_as_nonexistent(
                 if name == "to":  # control: A itself finds its messages by recipient
                     url = f"{path}?{name}={quoted(values[0])}"
                     own = Request(url).send(client, method, a.token).json()
-                    assert own["meta"]["total"] == 1
+                    assert len(own["data"]) == 1
                 exercised.add((method, path))
 
             # 3. ids in a JSON body: the same 400 as for an id nobody has.

@@ -71,10 +71,11 @@ def test_the_send_request_schema_is_the_validating_model(spec):
         "name": "message_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
     }
     names = {p["name"] for p in spec["paths"]["/api/user/sms"]["get"]["parameters"]}
-    assert {"status", "campaign_id", "to", "page", "per_page"} <= names
+    assert {"status", "campaign_id", "to", "limit", "before"} <= names
+    assert not {"page", "per_page"} & names
 
 
 def test_real_answers_match_their_documented_schemas(client, spec, account):
@@ -100,6 +101,11 @@ def test_real_answers_match_their_documented_schemas(client, spec, account):
     check(
         spec, "/api/user/sms", "get", 200, client.get("/api/user/sms", headers=headers).get_json()
     )
+    paged = client.get("/api/user/sms?limit=1&status=queued", headers=headers).get_json()
+    assert paged["meta"] == {"limit": 1, "next": None}
+    check(spec, "/api/user/sms", "get", 200, paged)
+    campaigns = client.get("/api/user/sms/campaigns", headers=headers).get_json()
+    check(spec, "/api/user/sms/campaigns", "get", 200, campaigns)
     check(
         spec,
         "/api/user/balance",
