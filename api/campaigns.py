@@ -13,14 +13,17 @@ from typing import Any
 from flask import Blueprint, g, request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from api import paging
 from api.auth import require_user
 from api.errors import ApiError
 from api.gateway import gateway
 from api.openapi import document
+from api.paging import CursorQuery, PageMeta
 from api.schemas import ErrorOut, check_body, json_body, parse
 from api.serialize import timestamp
 from shared import campaigns
 from shared.callback_urls import check_callback_url
+from shared.db import MAX_ID
 from shared.messaging import Rejected
 from shared.models import Campaign
 from shared.money import as_number
@@ -30,7 +33,6 @@ from worker.factory import CAMPAIGN_QUEUE
 bp = Blueprint("campaigns", __name__, url_prefix="/api/user/sms/campaigns")
 bp.before_request(require_user)
 log = logging.getLogger(__name__)
-MAX_ID = 2**31 - 1
 
 
 class Recipient(BaseModel):
@@ -52,7 +54,7 @@ class CreateCampaign(BaseModel):
     status_callback: StrictStr | None = None
 
 
-class CampaignOut(BaseModel):
+class CampaignSummary(BaseModel):
     id: int
     status: str
     failure_reason: str | None
@@ -62,12 +64,22 @@ class CampaignOut(BaseModel):
     accepted: int
     rejected: int
     duplicates: int
-    rejections: list[dict[str, Any]]
-    counts: dict[str, int]
     total_cost: float
-    refunded: float
     created_at: str
     updated_at: str
+
+
+class CampaignOut(CampaignSummary):
+    rejections: list[dict[str, Any]]
+    counts: dict[str, int]
+    refunded: float
+
+
+class CampaignPage(BaseModel):
+    """A page of campaigns, newest first, without their live counts (read one for those)."""
+
+    data: list[CampaignSummary]
+    meta: PageMeta
 
 
 class CampaignAccepted(BaseModel):
@@ -147,6 +159,19 @@ def create():
     return {"message": "Campaign accepted", "data": campaign_json(campaign, None)}, 202
 
 
+@bp.get("")
+@document("List your campaigns", query=CursorQuery, responses={200: CampaignPage, 400: ErrorOut})
+def index():
+    """List the user's campaigns, newest first, by cursor."""
+    limit, before = paging.cursor()
+    with gateway().sessions() as session:
+        result = campaigns.list_campaigns(session, user_id=g.user_id, limit=limit, before=before)
+    return {
+        "data": [campaign_summary(campaign) for campaign in result.items],
+        "meta": paging.meta(result, limit),
+    }
+
+
 @bp.get("/<int:campaign_id>")
 @document("One of your campaigns, with live progress", responses={200: CampaignOne, 404: ErrorOut})
 def show(campaign_id: int):
@@ -184,8 +209,18 @@ def campaign_json(campaign: Campaign, session: Any) -> dict[str, Any]:
         counts = dict.fromkeys(campaigns.MESSAGE_STATUSES, 0)
         refunded = 0
     else:
-        counts = campaigns.message_counts(session, campaign_id=campaign.id)
+        counts = campaigns.message_counts(session, campaign=campaign)
         refunded = campaigns.refunded(session, campaign_id=campaign.id)
+    return {
+        **campaign_summary(campaign),
+        "rejections": campaign.rejections or [],
+        "counts": counts,
+        "refunded": as_number(Decimal(refunded)),
+    }
+
+
+def campaign_summary(campaign: Campaign) -> dict[str, Any]:
+    """Return what a list shows of a campaign: its stored fields, no live counts."""
     return {
         "id": campaign.id,
         "status": campaign.status,
@@ -196,10 +231,7 @@ def campaign_json(campaign: Campaign, session: Any) -> dict[str, Any]:
         "accepted": campaign.accepted,
         "rejected": campaign.rejected,
         "duplicates": campaign.duplicates,
-        "rejections": campaign.rejections or [],
-        "counts": counts,
         "total_cost": as_number(campaign.total_cost),
-        "refunded": as_number(Decimal(refunded)),
         "created_at": timestamp(campaign.created_at),
         "updated_at": timestamp(campaign.updated_at),
     }

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from api.errors import ApiError
-from shared.messaging import MAX_BODY_CHARS, is_unicode_text
+from api.paging import CursorQuery, PageMeta
+from shared.db import MAX_ID
+from shared.messaging import MAX_BODY_CHARS, STATUSES, is_unicode_text
 
 TYPE_NAMES = {
     "int_type": "an integer",
@@ -101,13 +103,12 @@ class MessageOut(BaseModel):
     segments: int
     segment_price: float
     total_cost: float
-    status: str = Field(
-        description="queued, sending, sent, delivered, undelivered, failed, canceled"
-    )
+    status: str = Field(description=", ".join(STATUSES))
     sms_sid: str | None
     encoding: str = Field(description="GSM-7 or UCS-2")
     error_code: int | None
     error_message: str | None
+    campaign_id: int | None
     created_at: str = Timestamp
     updated_at: str = Timestamp
 
@@ -125,27 +126,19 @@ class SmsOne(BaseModel):
     data: MessageOut
 
 
-class PageMeta(BaseModel):
-    page: int
-    per_page: int
-    total: int
-
-
 class SmsPage(BaseModel):
-    """A page of messages, newest first."""
+    """A page of messages, newest first; `meta.next` is the path of the next page."""
 
     data: list[MessageOut]
     meta: PageMeta
 
 
-class SmsQuery(BaseModel):
-    """Filters and pagination of `GET /api/user/sms`."""
+class SmsQuery(CursorQuery):
+    """Filters and cursor of `GET /api/user/sms`."""
 
-    status: str | None = None
-    campaign_id: int | None = None
-    to: str | None = None
-    page: int = Field(default=1, ge=1)
-    per_page: int = Field(default=20, ge=1, le=100)
+    status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
+    campaign_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    to: str | None = Field(default=None, description="Recipient in E.164")
 
 
 class Balance(BaseModel):

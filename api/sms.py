@@ -7,10 +7,10 @@ from typing import Any
 
 from flask import Blueprint, g, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api import idempotency
+from api import idempotency, paging
 from api.auth import (
     authenticate,
     authenticate_and_count,
@@ -36,18 +36,23 @@ from api.schemas import (
     parse,
 )
 from api.serialize import message_json
-from shared import logs
+from shared import listing, logs
 from shared.accounts import hash_token
 from shared.callback_urls import check_callback_url
-from shared.messaging import Rejected, accept_many, accept_message, fail, prepare_send
+from shared.db import MAX_ID
+from shared.messaging import (
+    STATUSES,
+    Rejected,
+    accept_many,
+    accept_message,
+    fail,
+    prepare_send,
+)
 from shared.models import Message
 
 bp = Blueprint("sms", __name__, url_prefix="/api/user")
 bp.before_request(require_user)
 log = logging.getLogger(__name__)
-
-MAX_ID = 2**31 - 1
-STATUSES = ("queued", "sending", "sent", "delivered", "undelivered", "failed", "canceled")
 
 
 @bp.post("/sms")
@@ -208,34 +213,20 @@ def show(message_id: int):
 @bp.get("/sms")
 @document("List your messages", query=SmsQuery, responses={200: SmsPage, 400: ErrorOut})
 def index():
-    """List the user's messages, newest first, filtered and paginated."""
-    page = _int_arg("page", 1, 1, 10**6)
-    per_page = _int_arg("per_page", 20, 1, 100)
-    query = select(Message).where(Message.user_id == g.user_id)
-    status = request.args.get("status")
-    if status is not None:
-        if status not in STATUSES:
-            raise ApiError(400, f"The status field must be one of {', '.join(STATUSES)}")
-        query = query.where(Message.status == status)
-    if request.args.get("campaign_id"):
-        query = query.where(Message.campaign_id == _int_arg("campaign_id", 0, 1, MAX_ID))
-    if request.args.get("to"):
-        query = query.where(Message.to == request.args["to"].strip().replace(" ", "+"))
+    """List the user's messages, newest first, filtered, by cursor (`limit`, `before`)."""
+    limit, before = paging.cursor()
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, f"The status field must be one of {', '.join(STATUSES)}")
+    to = request.args.get("to", "").strip().replace(" ", "+") or None
     with gateway().sessions() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery()))
-        rows = session.scalars(
-            query.order_by(Message.id.desc()).limit(per_page).offset((page - 1) * per_page)
-        ).all()
-    return {
-        "data": [message_json(m) for m in rows],
-        "meta": {"page": page, "per_page": per_page, "total": total},
-    }
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(400, f"The {name} field must be an integer from {low} to {high}")
-    return int(raw)
+        result = listing.list_messages(
+            session,
+            user_id=g.user_id,
+            limit=limit,
+            before=before,
+            status=status,
+            campaign_id=paging.int_arg("campaign_id", None, 1, MAX_ID),
+            to=to,
+        )
+    return {"data": [message_json(m) for m in result.items], "meta": paging.meta(result, limit)}

@@ -17,15 +17,15 @@ from typing import IO, Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from shared import billing, user_callbacks
+from shared import billing, listing, user_callbacks
 from shared.db import utcnow
+from shared.messaging import STATUSES as MESSAGE_STATUSES
 from shared.messaging import is_unicode_text, sender_number
 from shared.models import Campaign, CampaignRecipient, LedgerEntry, Message
 from shared.templates import Template
 
 MAX_RECIPIENTS = 100_000
 STATUSES = ("pending", "sending", "completed", "canceled", "failed")
-MESSAGE_STATUSES = ("queued", "sending", "sent", "delivered", "undelivered", "failed", "canceled")
 _STAGE_COLUMNS = ("campaign_id", "idx", "to", "vars")
 
 
@@ -161,25 +161,36 @@ def bulk_write(session: Session, table: Any, columns: tuple[str, ...], rows: Ite
     return count
 
 
-def message_counts(session: Session, *, campaign_id: int) -> dict[str, int]:
-    """Return the number of the campaign's messages in each status, live."""
+def message_counts(session: Session, *, campaign: Campaign) -> dict[str, int]:
+    """Return the number of the campaign's messages in each status, retention's included."""
     rows = session.execute(
         select(Message.status, func.count())
-        .where(Message.campaign_id == campaign_id)
+        .where(Message.campaign_id == campaign.id)
         .group_by(Message.status)
     )
     counts = dict.fromkeys(MESSAGE_STATUSES, 0)
-    counts.update({status: count for status, count in rows})
+    for status, count in (campaign.purged or {}).items():
+        counts[status] = counts.get(status, 0) + count
+    for status, count in rows:
+        counts[status] = counts.get(status, 0) + count
     return counts
 
 
 def refunded(session: Session, *, campaign_id: int) -> Any:
     """Return the sum refunded so far for the campaign's messages, from the ledger."""
     return session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount), 0))
-        .join(Message, Message.id == LedgerEntry.message_id)
-        .where(Message.campaign_id == campaign_id, LedgerEntry.kind == "refund")
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.campaign_id == campaign_id, LedgerEntry.kind == "refund"
+        )
     )
+
+
+def list_campaigns(
+    session: Session, *, user_id: int, limit: int, before: int | None
+) -> listing.Page[Campaign]:
+    """Return one page of the user's campaigns, newest first."""
+    key = [(Campaign.user_id, user_id)]
+    return listing.page(session, select(Campaign), key, Campaign.id, limit=limit, before=before)
 
 
 def cancel_campaign(session: Session, *, user_id: int, campaign_id: int) -> Campaign | None:

@@ -26,22 +26,64 @@ def test_show_own_message_and_404_for_others(client, session, account):
     assert client.get("/api/user/sms/999999", headers=auth(token)).status_code == 404
 
 
-def test_list_filters_and_paginates(client, session, account):
+def _walk(client, token, path):
+    """Follow `meta.next` from `path` to the last page; return the pages."""
+    pages = []
+    while path is not None:
+        answer = client.get(path, headers=auth(token))
+        assert answer.status_code == 200, answer.get_json()
+        pages.append(answer.get_json())
+        path = pages[-1]["meta"]["next"]
+    return pages
+
+
+def test_list_is_cursor_paged_newest_first_with_filters_kept(client, session, account):
     _, token, number_id = account
     ids = [_send(client, token, number_id)["id"] for _ in range(5)]
     other = _send(client, token, number_id, to="+14155550199")["id"]
-    page = client.get("/api/user/sms?per_page=2&page=2", headers=auth(token)).get_json()
-    assert page["meta"] == {"page": 2, "per_page": 2, "total": 6}
-    assert [m["id"] for m in page["data"]] == [ids[3], ids[2]]
+    pages = _walk(client, token, "/api/user/sms?limit=2")
+    assert [[m["id"] for m in p["data"]] for p in pages] == [
+        [other, ids[4]],
+        [ids[3], ids[2]],
+        [ids[1], ids[0]],
+    ]
+    assert pages[0]["meta"] == {"limit": 2, "next": f"/api/user/sms?limit=2&before={ids[4]}"}
+    assert pages[-1]["meta"] == {"limit": 2, "next": None}
+    assert "total" not in pages[0]["meta"]
+    filtered = _walk(client, token, "/api/user/sms?limit=2&status=queued&to=%2B14155550123")
+    assert [m["id"] for p in filtered for m in p["data"]] == ids[::-1]
+    assert filtered[0]["meta"]["next"] == (
+        f"/api/user/sms?limit=2&before={ids[3]}&status=queued&to=%2B14155550123"
+    )
     by_to = client.get("/api/user/sms?to=%2B14155550199", headers=auth(token)).get_json()
     assert [m["id"] for m in by_to["data"]] == [other]
-    queued = client.get("/api/user/sms?status=queued", headers=auth(token)).get_json()
-    assert queued["meta"]["total"] == 6
+    assert by_to["meta"] == {"limit": 50, "next": None}
+    older = client.get(f"/api/user/sms?before={ids[1]}", headers=auth(token)).get_json()
+    assert [m["id"] for m in older["data"]] == [ids[0]]
     assert client.get("/api/user/sms?status=sent", headers=auth(token)).get_json()["data"] == []
-    for bad in ("per_page=101", "page=0", "page=x", "status=nope"):
-        assert client.get(f"/api/user/sms?{bad}", headers=auth(token)).status_code == 400
     _, other_token = make_user(session, balance="0")
-    assert client.get("/api/user/sms", headers=auth(other_token)).get_json()["meta"]["total"] == 0
+    assert client.get("/api/user/sms", headers=auth(other_token)).get_json()["data"] == []
+
+
+def test_list_arguments_out_of_range_are_400(client, account):
+    _, token, _ = account
+    cases = {
+        "limit=0": "The limit field must be an integer from 1 to 100",
+        "limit=101": "The limit field must be an integer from 1 to 100",
+        "limit=x": "The limit field must be an integer from 1 to 100",
+        "before=0": f"The before field must be an integer from 1 to {2**63 - 1}",
+        f"before={2**63}": f"The before field must be an integer from 1 to {2**63 - 1}",
+        "campaign_id=-1": f"The campaign_id field must be an integer from 1 to {2**63 - 1}",
+        "status=nope": "The status field must be one of "
+        "queued, sending, sent, delivered, undelivered, failed, canceled",
+        "page=2": "The page field is gone: lists are paged by limit and before",
+        "per_page=20": "The per_page field is gone: lists are paged by limit and before",
+    }
+    for query, message in cases.items():
+        answer = client.get(f"/api/user/sms?{query}", headers=auth(token))
+        assert (answer.status_code, answer.get_json()["message"]) == (400, message), query
+    answer = client.get("/api/user/sms/campaigns?limit=0", headers=auth(token))
+    assert answer.status_code == 400
 
 
 def test_balance_and_numbers(client, session, account):
