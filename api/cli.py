@@ -157,6 +157,20 @@ def prices_set(country: str, price: str) -> None:
 
 
 @main.command()
+def purge() -> None:
+    """Delete final messages past MESSAGE_RETENTION_DAYS now (beat does it every hour)."""
+    from shared.retention import purge as purge_messages
+
+    settings = settings_or_exit()
+    engine = make_engine(settings.database_url)
+    purged = purge_messages(
+        make_session_factory(engine), retention_days=settings.message_retention_days
+    )
+    engine.dispose()
+    _emit({"deleted": purged.deleted})
+
+
+@main.command()
 @click.option("--port", type=int, default=8025, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--latency-ms", type=int, default=0, help="Delay before answering a create.")

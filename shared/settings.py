@@ -40,6 +40,8 @@ class Settings:
     rate_limit_per_minute: int = 6000
     reconcile_unsent_after_seconds: int = 20 * 60
     reconcile_unfinished_after_seconds: int = 60 * 60
+    # Final messages unchanged for longer are deleted (their ledger rows stay); 0 keeps all.
+    message_retention_days: int = 0
     # Operations (issue 5): log level, Flower's "user:password" list, the worker's metrics port.
     log_level: str = "INFO"
     flower_basic_auth: str = ""
@@ -87,6 +89,15 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> fl
     if value <= 0:
         raise SettingsError(f"{name} must be positive: {raw!r}")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise SettingsError(f"{name} must be a whole number, 0 or more: {raw!r}")
+    return int(raw)
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -152,6 +163,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconcile_unfinished_after_seconds=int(
             _number(env, "RECONCILE_UNFINISHED_AFTER_SECONDS", 60 * 60, int)
         ),
+        message_retention_days=_count(env, "MESSAGE_RETENTION_DAYS", 0),
         log_level=_log_level(env),
         flower_basic_auth=_basic_auth(env),
         worker_metrics_port=_port(env, "WORKER_METRICS_PORT", 9808),

@@ -52,6 +52,11 @@ celery_app.conf.beat_schedule = {
         "schedule": 15.0,
         "options": {"expires": 14},
     },
+    "purge-messages": {
+        "task": "purge_messages",
+        "schedule": 60 * 60.0,
+        "options": {"expires": 55 * 60},
+    },
     "revive-campaigns": {
         "task": "revive_campaigns",
         "schedule": 30.0,

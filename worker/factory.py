@@ -52,7 +52,12 @@ _reuse_redis_clients()
 
 def make_celery(settings: Settings) -> Celery:
     """Return a Celery app set for no loss: late acks, one prefetch, JSON only."""
-    tasks = ["worker.tasks.sending", "worker.tasks.delivery", "worker.tasks.campaigns"]
+    tasks = [
+        "worker.tasks.sending",
+        "worker.tasks.delivery",
+        "worker.tasks.campaigns",
+        "worker.tasks.maintenance",
+    ]
     app = Celery("smsgw", broker=settings.redis_url, include=tasks)
     app.conf.update(
         task_serializer="json",

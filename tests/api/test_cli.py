@@ -24,8 +24,8 @@ def smsgw(database_url, engine):
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
     }
 
-    def run(*args: str, ok: bool = True):
-        result = CliRunner().invoke(main, list(args), env=env)
+    def run(*args: str, ok: bool = True, **extra: str):
+        result = CliRunner().invoke(main, list(args), env={**env, **extra})
         assert (result.exit_code == 0) == ok, result.output
         return json.loads(result.stdout) if ok else result.output
 
@@ -98,3 +98,28 @@ def test_db_upgrade_builds_the_schema_on_sqlite(tmp_path):
         "messages",
         "ledger_entries",
     } <= tables
+
+
+def test_purge_applies_the_retention_period_once(smsgw, session_factory):
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from shared.db import utcnow
+    from shared.models import Message
+    from tests.delivery_helpers import handed_off
+
+    old, new = handed_off(session_factory), handed_off(session_factory)
+    with session_factory.begin() as session:
+        session.execute(update(Message).values(status="delivered"))
+        session.execute(
+            update(Message)
+            .where(Message.id == old.id)
+            .values(updated_at=utcnow() - timedelta(days=31))
+        )
+    assert smsgw("purge") == {"deleted": 0}  # MESSAGE_RETENTION_DAYS unset: keep everything
+    assert smsgw("purge", MESSAGE_RETENTION_DAYS="30") == {"deleted": 1}
+    with session_factory() as session:
+        assert session.scalars(select(Message.id)).all() == [new.id]
+        assert session.scalar(select(func.count(Message.id))) == 1
+    assert "MESSAGE_RETENTION_DAYS" in smsgw("purge", ok=False, MESSAGE_RETENTION_DAYS="x")

@@ -20,6 +20,8 @@ def test_defaults():
     assert settings.public_base_url == "http://127.0.0.1:8000"
     assert settings.callback_allow_private is False
     assert settings.status_callback_base == "http://127.0.0.1:8000/webhooks/twilio/status"
+    assert settings.message_retention_days == 0
+    assert load_settings({**GOOD, "MESSAGE_RETENTION_DAYS": "90"}).message_retention_days == 90
 
 
 @pytest.mark.parametrize(
@@ -34,6 +36,8 @@ def test_defaults():
         ({"CALLBACK_ALLOW_PRIVATE": "maybe"}, "CALLBACK_ALLOW_PRIVATE must be true or false"),
         ({"TWILIO_TIMEOUT": "-1"}, "TWILIO_TIMEOUT must be positive"),
         ({"SEND_MAX_RETRIES": "x"}, "SEND_MAX_RETRIES must be a number"),
+        ({"MESSAGE_RETENTION_DAYS": "-1"}, "MESSAGE_RETENTION_DAYS must be a whole number"),
+        ({"MESSAGE_RETENTION_DAYS": "30d"}, "MESSAGE_RETENTION_DAYS must be a whole number"),
     ],
 )
 def test_bad_setting_is_named(change, named):

@@ -217,9 +217,10 @@ def test_the_beat_schedules_reconciliation_and_the_sweeper(database_url):
     script = (
         "s = app.conf.beat_schedule; "
         "print(s['reconcile-messages']['task'], s['sweep-user-callbacks']['task'], "
-        "'worker.tasks.delivery' in app.conf.include)"
+        "'worker.tasks.delivery' in app.conf.include, "
+        "s['purge-messages']['task'], s['purge-messages']['schedule'])"
     )
-    expected = ["reconcile_messages", "sweep_user_callbacks", "True"]
+    expected = ["reconcile_messages", "sweep_user_callbacks", "True", "purge_messages", "3600.0"]
     assert celery_app_prints(script, database_url=database_url) == expected
 
 
