@@ -42,10 +42,10 @@ migrate: $(STAMP) ## Apply database migrations (DATABASE_URL)
 api: $(STAMP) ## Serve the API with gunicorn (gunicorn.conf.py: workers from CPUs, JSON logs)
 	$(BIN)/gunicorn -c gunicorn.conf.py "api.app:create_app()"
 
-worker: $(STAMP) ## Run a Celery worker on the single-send and campaign queues
+worker: $(STAMP) ## Run a Celery worker on every queue: single sends, campaigns, callbacks
 	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
 	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) \
-	  $(BIN)/celery -A worker.celery_app --quiet worker -Q sms,campaign -P threads -c 64 --loglevel INFO
+	  $(BIN)/celery -A worker.celery_app --quiet worker -Q sms,campaign,callbacks -P threads -c 64 --loglevel INFO
 
 beat: $(STAMP) ## Run the Celery beat scheduler
 	$(BIN)/celery -A worker.celery_app --quiet beat --loglevel INFO

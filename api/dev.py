@@ -144,7 +144,7 @@ def run(*, port: int, sandbox_port: int, data_dir: Path) -> int:
                 "-c",
                 "4",
                 "-Q",
-                "sms,campaign",
+                "sms,campaign,callbacks",
                 "--loglevel",
                 "INFO",
                 "--schedule",

@@ -45,7 +45,12 @@ class RedisServer:
 
 @contextmanager
 def celery_worker(
-    env: dict[str, str], log: Path, *, queues: str = "sms", concurrency: int = 4, name: str = ""
+    env: dict[str, str],
+    log: Path,
+    *,
+    queues: str = "sms,callbacks",
+    concurrency: int = 4,
+    name: str = "",
 ):
     """Run `celery -A worker.celery_app worker` until the block ends; yield the process."""
     command = [

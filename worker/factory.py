@@ -14,6 +14,10 @@ from worker import logs, metrics  # noqa: F401  (issue 5: connects their Celery 
 SEND_QUEUE = "sms"
 # Campaign traffic, paced per sender number, never ahead of single sends.
 CAMPAIGN_QUEUE = "campaign"
+# User callbacks and the beat's sweeps (reconciliation, requeue, retention): a slow
+# receiver or a long sweep never holds a worker that sends.
+CALLBACK_QUEUE = "callbacks"
+QUEUES = (SEND_QUEUE, CAMPAIGN_QUEUE, CALLBACK_QUEUE)
 # Redis redelivers an unacknowledged task after this long; it must outlast any
 # retry countdown, or a task waiting for its retry would run twice.
 VISIBILITY_TIMEOUT = 2 * 60 * 60
@@ -68,12 +72,22 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=SEND_QUEUE,
-        # A worker started without -Q consumes both; -Q sms,campaign says the same.
-        task_queues=(Queue(SEND_QUEUE), Queue(CAMPAIGN_QUEUE)),
+        # A worker started without -Q consumes all three; -Q sms,campaign,callbacks says the same.
+        task_queues=tuple(Queue(name) for name in QUEUES),
         task_routes={
             "send_message": {"queue": SEND_QUEUE},
             "expand_campaign": {"queue": CAMPAIGN_QUEUE},
             "pump_campaign": {"queue": CAMPAIGN_QUEUE},
+            **{
+                task: {"queue": CALLBACK_QUEUE}
+                for task in (
+                    "deliver_user_callback",
+                    "sweep_user_callbacks",
+                    "reconcile_messages",
+                    "requeue_stale_messages",
+                    "purge_messages",
+                )
+            },
         },
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT,

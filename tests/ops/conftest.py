@@ -130,11 +130,25 @@ def compose_database(database_url: str) -> Iterator[str]:
     admin.dispose()
 
 
+# Every long-running service of docker-compose.yml, in the order they start.
+SERVICES = (
+    "sandbox",
+    "api",
+    "worker",
+    "worker-campaign",
+    "worker-callbacks",
+    "beat",
+    "flower",
+)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, redis_url: str, compose_database: str) -> Iterator[Stack]:
     """Start every compose service's command (migrate first), and wait for their ports."""
     services = compose()["services"]
-    ports = {name: free_port() for name in ("api", "flower", "sandbox", "worker", "campaign")}
+    ports = {
+        name: free_port() for name in ("api", "flower", "sandbox", "worker", "campaign", "callbacks")
+    }
     base = {
         "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -160,18 +174,22 @@ def stack(tmp_path_factory, redis_url: str, compose_database: str) -> Iterator[S
             "WORKER_METRICS_PORT": str(ports["campaign"]),
             "PROMETHEUS_MULTIPROC_DIR": str(stack.folder / "metrics-campaign"),
         },
+        "worker-callbacks": {
+            "WORKER_METRICS_PORT": str(ports["callbacks"]),
+            "PROMETHEUS_MULTIPROC_DIR": str(stack.folder / "metrics-callbacks"),
+        },
         "api": {
             "GUNICORN_BIND": f"127.0.0.1:{ports['api']}",
             "PROMETHEUS_MULTIPROC_DIR": str(stack.folder / "metrics-api"),
         },
     }
-    for path in ("metrics-worker", "metrics-campaign"):
+    for path in ("metrics-worker", "metrics-campaign", "metrics-callbacks"):
         (stack.folder / path).mkdir()
     try:
-        for name in ("sandbox", "api", "worker", "worker-campaign", "beat", "flower"):
+        for name in SERVICES:
             spec = services[name]
             stack.run(name, spec["command"], {**service_env(spec, base), **extra.get(name, {})})
-        for name in ("sandbox", "api", "flower", "worker", "campaign"):
+        for name in ("sandbox", "api", "flower", "worker", "campaign", "callbacks"):
             wait_for_port(ports[name], seconds=40)
         yield stack
     finally:

@@ -29,6 +29,7 @@ def test_compose_file_has_every_service_and_its_guarantees():
         "api",
         "worker",
         "worker-campaign",
+        "worker-callbacks",
         "beat",
         "flower",
         "redis",
@@ -45,12 +46,12 @@ def test_compose_file_has_every_service_and_its_guarantees():
     assert any("/var/lib/postgresql/data" in v for v in services["postgres"]["volumes"])
     assert services["migrate"]["restart"] == "no"
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    for name in ("api", "worker", "worker-campaign", "flower", "redis", "postgres"):
+    for name in ("api", "worker", "worker-campaign", "worker-callbacks", "flower", "redis"):
         assert services[name]["healthcheck"]["test"], name
     assert services["sandbox"]["profiles"] == ["sandbox"]
     # The workers consume every queue the Celery configuration routes to.
     consumed = set()
-    for name in ("worker", "worker-campaign"):
+    for name in ("worker", "worker-campaign", "worker-callbacks"):
         command = services[name]["command"]
         consumed |= set(command[command.index("-Q") + 1].split(","))
     conf = make_celery(Settings("sqlite://", "AC" + "0" * 32, "x")).conf
@@ -81,7 +82,7 @@ def test_migrate_built_the_schema_and_every_service_is_healthy(stack):
     for name, process in stack.processes.items():
         assert process.poll() is None, f"{name} exited:\n{stack.log(name)[-2000:]}"
     services = compose()["services"]
-    for name in ("api", "flower", "worker", "worker-campaign"):
+    for name in ("api", "flower", "worker", "worker-campaign", "worker-callbacks"):
         check = services[name]["healthcheck"]["test"]
         if check[0] == "CMD-SHELL":
             shell = check[1].replace("$$HOSTNAME", HOSTNAME).replace("/app/", f"{ROOT}/")
@@ -143,7 +144,8 @@ def test_a_send_goes_through_the_stack_with_metrics_and_json_logs(stack):
         _metric(api, "smsgw_webhooks_total", endpoint="/webhooks/twilio/status", outcome="ok") >= 1
     )
     assert _metric(api, "smsgw_messages_finished_total", status="delivered") == 1
-    assert 'smsgw_queue_depth{queue="sms"}' in api and 'smsgw_queue_depth{queue="campaign"}' in api
+    for queue in ("sms", "campaign", "callbacks"):
+        assert f'smsgw_queue_depth{{queue="{queue}"}}' in api
 
     def worker_metrics() -> str | None:
         text = get(stack.url("worker", "/metrics")).text
@@ -159,7 +161,7 @@ def test_a_send_goes_through_the_stack_with_metrics_and_json_logs(stack):
     assert accepted[0]["request_id"] == "req-ops-e2e-1"
     task_lines = [x for x in _json_lines(stack.log("worker")) if x.get("message_id") == message_id]
     assert task_lines and all(x.get("request_id") == "req-ops-e2e-1" for x in task_lines)
-    for name in ("api", "worker", "worker-campaign", "beat", "flower"):
+    for name in ("api", "worker", "worker-campaign", "worker-callbacks", "beat", "flower"):
         text = stack.log(name)
         assert _json_lines(text), name  # one JSON object per line
         assert SECRET_BODY not in text and token not in text, name

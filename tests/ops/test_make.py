@@ -40,7 +40,7 @@ def test_make_help_lists_every_operator_target():
 def test_each_target_runs_the_documented_command():
     expected = {
         "flower": "celery -A worker.celery_app flower",
-        "worker": "-Q sms,campaign",
+        "worker": "-Q sms,campaign,callbacks",
         "beat": "beat",
         "migrate": "smsgw db upgrade",
         "compose-up": "docker compose",

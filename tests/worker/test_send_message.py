@@ -39,7 +39,7 @@ def worker(database_url, redis_url, sandbox, tmp_path_factory):
         # User callbacks in these tests go to receivers on this machine.
         CALLBACK_ALLOW_PRIVATE="true",
     )
-    with celery_worker(env, log, queues="sms", concurrency=2):
+    with celery_worker(env, log, queues="sms,callbacks", concurrency=2):
         yield log
     redis.Redis.from_url(redis_url).flushdb()
 
