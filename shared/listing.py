@@ -3,17 +3,19 @@
 A page is the `limit` newest rows with an id below `before`, plus one row
 more to know whether another page follows. Nothing is counted and nothing
 skipped: no OFFSET, no total. Each list names the index that serves it as
-its `key`: the columns its filter fixes, leading column first, then the id
-(`ix_messages_user_id_status_id` for a status, say); the page is read
-backwards along that index, ordered by the whole key.
+its `key`: the column its filter fixes, then the user's (for a status,
+`ix_messages_status_user_id_id`), the index ending in the id; the page is
+read backwards along it, ordered by the whole key.
 
-On PostgreSQL the leading column is fixed as `= ANY(ARRAY[value])`, not
-`= value`, on purpose. An equality would let the planner drop the column from
-the order and walk the primary key backwards instead, filtering as it goes: a
-plan that looks cheap for a large user or campaign and reads millions of rows
-when their messages are old. The one-element array is estimated exactly like
-the equality and bounds the index scan just as tightly, but the order can only
-come from the key's own index.
+The filter's own column is fixed as `= ANY(ARRAY[value])` on PostgreSQL, not
+`= value`, and leads its index, on purpose. With equalities the planner may
+drop the fixed columns from the order and serve it from another index that
+ends in the id, filtering as it goes: the primary key backwards for a large
+user, the user's index for `status=delivered`. That plan looks cheap and
+reads millions of rows when the matching messages are old, or a backlog of
+others is newer. The one-element array is estimated exactly like the
+equality and bounds the scan just as tightly, but the order it leaves,
+(filter column, id), only the key's own index has.
 """
 
 from __future__ import annotations
@@ -96,20 +98,19 @@ def messages_query(
     columns are fixed by `page_query` alone (see the module).
     """
     filters: list[ColumnElement[bool]] = []
+    user = (Message.user_id, user_id)
     if campaign_id is not None:
         key: Key = [(Message.campaign_id, campaign_id)]
         filters.append(Message.user_id == user_id)
     elif to is not None:
-        key = [(Message.user_id, user_id), (Message.to, to)]
+        key = [(Message.to, to), user]
     elif status is not None:
-        key = [(Message.user_id, user_id), (Message.status, status)]
+        key = [(Message.status, status), user]
     else:
-        key = [(Message.user_id, user_id)]
+        key = [user]
     fixed = {column.key for column, _ in key}
     if status is not None and "status" not in fixed:
         filters.append(Message.status == status)
-    if to is not None and "to" not in fixed:
-        filters.append(Message.to == to)
     return select(Message).where(*filters), key
 
 

@@ -75,8 +75,8 @@ def upgrade() -> None:
         postgresql_where=CAMPAIGN_WHERE,
         sqlite_where=CAMPAIGN_WHERE,
     )
-    op.create_index("ix_messages_user_id_status_id", "messages", ["user_id", "status", "id"])
-    op.create_index("ix_messages_user_id_to_id", "messages", ["user_id", "to", "id"])
+    op.create_index("ix_messages_status_user_id_id", "messages", ["status", "user_id", "id"])
+    op.create_index("ix_messages_to_user_id_id", "messages", ["to", "user_id", "id"])
     op.create_index(
         "ix_messages_campaign_id_id",
         "messages",
@@ -105,8 +105,8 @@ def downgrade() -> None:
     op.drop_index("ix_idempotency_keys_message_id", table_name="idempotency_keys")
     op.drop_index("ix_messages_queued_single_updated_at", table_name="messages")
     op.drop_index("ix_messages_campaign_id_id", table_name="messages")
-    op.drop_index("ix_messages_user_id_to_id", table_name="messages")
-    op.drop_index("ix_messages_user_id_status_id", table_name="messages")
+    op.drop_index("ix_messages_to_user_id_id", table_name="messages")
+    op.drop_index("ix_messages_status_user_id_id", table_name="messages")
     op.drop_index("ix_ledger_entries_campaign_id", table_name="ledger_entries")
     # Ledger rows of messages retention deleted would break the foreign key: they stay unlinked.
     op.execute(

@@ -23,8 +23,8 @@ class Message(Base):
     # reads one page of index entries whatever the table holds.
     __table_args__ = (
         Index("ix_messages_user_id_id", "user_id", "id"),
-        Index("ix_messages_user_id_status_id", "user_id", "status", "id"),
-        Index("ix_messages_user_id_to_id", "user_id", "to", "id"),
+        Index("ix_messages_status_user_id_id", "status", "user_id", "id"),
+        Index("ix_messages_to_user_id_id", "to", "user_id", "id"),
         Index(
             "ix_messages_campaign_id_id",
             "campaign_id",
