@@ -5,6 +5,9 @@
    floor: one POST to the sandbox
    (alone: `python -m bench handoff [--latency-ms 0] [--pool threads] [-c 16] [--processes 2]`);
 3. campaigns: 202 to every message queued, paced rates, peak memory (bench.campaigns).
+
+`python -m bench data` is a command of its own (loading takes minutes): the send rate,
+the lists and the beat passes at 0, 1,000,000 and 10,000,000 messages (bench.data).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import platform
 import sys
 
-from bench import api_send, campaigns, handoff
+from bench import api_send, campaigns, data, handoff
 
 
 def machine() -> str:
@@ -28,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "handoff":
         print(f"machine: {machine()}", flush=True)
         return handoff.main(argv[1:])
+    if argv and argv[0] == "data":
+        print(f"machine: {machine()}", flush=True)
+        return data.main(argv[1:])
     print(f"machine: {machine()}", flush=True)
     rows = []
     bare, gateway = api_send.run()

@@ -47,7 +47,7 @@ def wrk(url: str, script: Path, *, connections: int, seconds: int) -> dict[str, 
         [
             "wrk",
             "-t",
-            "2",
+            str(min(2, connections)),
             "-c",
             str(connections),
             "-d",

@@ -26,8 +26,8 @@ NOOP_DONE_KEY = "bench:noop:done"
 
 
 @contextmanager
-def database(name: str = "smsgw_bench"):
-    """Yield the URL of a new, migrated database, dropped afterwards."""
+def database(name: str = "smsgw_bench", *, keep: bool = False):
+    """Yield the URL of a new, migrated database, dropped afterwards unless `keep`."""
     url = f"{POSTGRES_URL}/{name}"
     admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -37,8 +37,9 @@ def database(name: str = "smsgw_bench"):
     try:
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if not keep:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
