@@ -146,9 +146,8 @@ SERVICES = (
 def stack(tmp_path_factory, redis_url: str, compose_database: str) -> Iterator[Stack]:
     """Start every compose service's command (migrate first), and wait for their ports."""
     services = compose()["services"]
-    ports = {
-        name: free_port() for name in ("api", "flower", "sandbox", "worker", "campaign", "callbacks")
-    }
+    names = ("api", "flower", "sandbox", "worker", "campaign", "callbacks")
+    ports = {name: free_port() for name in names}
     base = {
         "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "HOME": os.environ.get("HOME", "/tmp"),

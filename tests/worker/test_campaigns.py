@@ -41,7 +41,9 @@ def workers(database_url, redis_url, sandbox, tmp_path_factory):
     with ExitStack() as stack:
         for name, log in zip(("one", "two"), logs, strict=True):
             stack.enter_context(
-                celery_worker(env, log, queues="sms,campaign,callbacks", concurrency=4, name=f"{name}@%h")
+                celery_worker(
+                    env, log, queues="sms,campaign,callbacks", concurrency=4, name=f"{name}@%h"
+                )
             )
         yield logs
     redis.Redis.from_url(redis_url).flushdb()
