@@ -6,6 +6,14 @@ retries and redeliveries only the holder of the claim may call. A call whose
 outcome is unknown leaves `handoff = "unknown"`, and the next holder looks the
 message up at the provider before it would send again.
 
+A claim carries a lease (`lease_until`): TWILIO_TIMEOUT, which bounds the
+whole call, plus `LEASE_MARGIN`. The call is only made while the claim is
+young enough for it to end inside the lease (`CALL_WINDOW`), so once the
+lease has passed its holder is gone, not slow: `shared.reconcile.take_over`
+then hands the message on as `unknown`, to be looked up and sent if Twilio
+has no trace of it. A message released for a retry is held until the retry
+is due (`hold_for_retry`), so it is never mistaken for an abandoned one.
+
 The common hand-off (a `pending` message without a user callback to write)
 costs two statements, each its own transaction: the claim, an UPDATE ...
 RETURNING of what the call needs, and the SID's UPDATE (`shared.autocommit`).
@@ -18,7 +26,8 @@ Everything else (callbacks to write, lookups, failures) goes through the ORM.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, bindparam, or_, select, update
@@ -37,10 +46,14 @@ from shared.providers import (
     TransientError,
     UnknownOutcome,
 )
+from shared.settings import DEFAULT_LEASE, LEASE_MARGIN
 
 log = logging.getLogger(__name__)
 ACTIVE = ("queued", "sending")
 OPTED_OUT = optouts.OPTED_OUT_CODE
+# A claim older than this (a stalled process) makes no call: what is left of its
+# lease must cover a whole call and the SID's store after it.
+CALL_WINDOW = LEASE_MARGIN - 5
 # Twilio's clock and ours may differ; look a little before our own call.
 FIND_MARGIN = timedelta(minutes=1)
 
@@ -74,6 +87,7 @@ _CLAIM_PENDING = (
         attempts=Message.attempts + 1,
         updated_at=bindparam("now"),
         handoff_at=bindparam("now"),
+        lease_until=bindparam("lease_until"),
     )
     .returning(Message.user_id, Message.to, Message.from_number, Message.body)
 )
@@ -97,6 +111,7 @@ class _Claim:
     body: str
     handoff_at: datetime
     previous: str
+    claimed: float = field(default_factory=time.monotonic)
 
 
 def hand_off(
@@ -105,9 +120,10 @@ def hand_off(
     *,
     message_id: int,
     status_callback_base: str,
+    lease_seconds: float = DEFAULT_LEASE,
 ) -> Outcome:
-    """Hand one message to the provider once, whatever retries and redeliveries happen."""
-    claim = _claim(session_factory, message_id, ("pending", "unknown"))
+    """Hand one message to the provider once, whatever retries, redeliveries and deaths happen."""
+    claim = _claim(session_factory, message_id, ("pending", "unknown"), lease_seconds)
     if claim is None:
         return Outcome("skipped")
     if claim.previous == "unknown":
@@ -118,6 +134,12 @@ def hand_off(
             return _release(session_factory, message_id, "unknown", _as_provider_error(error))
         if found is not None:
             return _store_sid(session_factory, claim, found)
+    if time.monotonic() - claim.claimed > CALL_WINDOW:
+        # Too little of the lease is left for a whole call: nothing was sent, try again.
+        stalled = TransientError(
+            f"claim held {time.monotonic() - claim.claimed:.0f} s before the call"
+        )
+        return _release(session_factory, message_id, claim.previous, stalled)
     try:
         sent = provider.send(
             to=claim.to,
@@ -137,8 +159,30 @@ def hand_off(
     return _store_sid(session_factory, claim, sent)
 
 
+def hold_for_retry(
+    session_factory: sessionmaker[Session], *, message_id: int, seconds: float
+) -> None:
+    """Keep a released message spoken for until its retry is due, and a margin after."""
+    with session_factory() as session:
+        session.execute(
+            update(Message)
+            .where(
+                Message.id == message_id,
+                Message.handoff.in_(("pending", "unknown")),
+                Message.sms_sid.is_(None),
+            )
+            .values(lease_until=utcnow() + timedelta(seconds=seconds + LEASE_MARGIN))
+        )
+        session.commit()
+
+
 def give_up(
-    session_factory: sessionmaker[Session], provider: Provider, *, message_id: int, reason: str
+    session_factory: sessionmaker[Session],
+    provider: Provider,
+    *,
+    message_id: int,
+    reason: str,
+    lease_seconds: float = DEFAULT_LEASE,
 ) -> Outcome:
     """Fail and refund a message whose retries are exhausted, unless it reached the provider.
 
@@ -149,12 +193,13 @@ def give_up(
         message = session.get(Message, message_id, with_for_update=True)
         if message is not None and message.handoff == "pending":
             return _fail_in(session, message, None, reason)
-    claim = _claim(session_factory, message_id, ("unknown",))
+    claim = _claim(session_factory, message_id, ("unknown",), lease_seconds)
     if claim is None:
         return Outcome("skipped")
     try:
         found = _look_up(session_factory, provider, claim)
     except Exception as error:
+        # Left unknown; when the claim's lease runs out the reconciler hands it on.
         log.warning("message %s: last lookup failed, left unknown: %r", message_id, error)
         _release(session_factory, message_id, "unknown", _as_provider_error(error))
         return Outcome("skipped", error=_as_provider_error(error))
@@ -198,20 +243,28 @@ def requeue_stale(
 
 
 def _claim(
-    session_factory: sessionmaker[Session], message_id: int, allowed: tuple[str, ...]
+    session_factory: sessionmaker[Session],
+    message_id: int,
+    allowed: tuple[str, ...],
+    lease_seconds: float,
 ) -> _Claim | None:
-    """Move the message to `in_flight` and commit, or return None if it is not ours to send."""
+    """Move the message to `in_flight` under a lease and commit; None if it is not ours to send."""
+    now = utcnow()
+    lease_until = now + timedelta(seconds=lease_seconds)
     if "pending" in allowed:
-        now = utcnow()
-        row = execute_once(session_factory, _CLAIM_PENDING, {"message_id": message_id, "now": now})
+        params = {"message_id": message_id, "now": now, "lease_until": lease_until}
+        row = execute_once(session_factory, _CLAIM_PENDING, params)
         if row is not None:
             user_id, to, from_number, body = row
             return _Claim(message_id, user_id, to, from_number, body, now, "pending")
-    return _claim_locked(session_factory, message_id, allowed)
+    return _claim_locked(session_factory, message_id, allowed, lease_until)
 
 
 def _claim_locked(
-    session_factory: sessionmaker[Session], message_id: int, allowed: tuple[str, ...]
+    session_factory: sessionmaker[Session],
+    message_id: int,
+    allowed: tuple[str, ...],
+    lease_until: datetime,
 ) -> _Claim | None:
     """Claim through the ORM with the row locked: after an unknown outcome, or with a callback."""
     with session_factory() as session:
@@ -226,6 +279,7 @@ def _claim_locked(
             "status": "sending",
             "attempts": Message.attempts + 1,
             "updated_at": now,
+            "lease_until": lease_until,
         }
         if previous == "pending":
             # After an unknown outcome the earlier call's time is kept: the lookup starts there.

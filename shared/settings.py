@@ -14,6 +14,11 @@ from urllib.parse import urlsplit
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TWILIO_API_BASE = "https://api.twilio.com"
 DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+# Beyond TWILIO_TIMEOUT (a call's whole time), what a claim's lease allows for: the
+# statements around the call, and the clocks of two hosts disagreeing.
+LEASE_MARGIN = 15.0
+DEFAULT_TWILIO_TIMEOUT = 10.0
+DEFAULT_LEASE = DEFAULT_TWILIO_TIMEOUT + LEASE_MARGIN
 
 
 class SettingsError(ValueError):
@@ -32,13 +37,12 @@ class Settings:
     public_base_url: str = DEFAULT_PUBLIC_BASE_URL
     callback_allow_private: bool = False
     dev: bool = False
-    twilio_timeout: float = 10.0
+    twilio_timeout: float = DEFAULT_TWILIO_TIMEOUT
     send_max_retries: int = 8
     max_request_bytes: int = 64 * 1024
     max_campaign_bytes: int = 16 * 1024 * 1024
-    requeue_after_seconds: int = 120
+    requeue_after_seconds: int = 60
     rate_limit_per_minute: int = 6000
-    reconcile_unsent_after_seconds: int = 20 * 60
     reconcile_unfinished_after_seconds: int = 60 * 60
     # Final messages unchanged for longer are deleted (their ledger rows stay); 0 keeps all.
     message_retention_days: int = 0
@@ -51,6 +55,11 @@ class Settings:
     def status_callback_base(self) -> str:
         """Return the URL Twilio posts status callbacks to, without the message id."""
         return self.public_base_url.rstrip("/") + "/webhooks/twilio/status"
+
+    @property
+    def lease_seconds(self) -> float:
+        """Return how long a hand-off's claim holds its message: one Twilio call and a margin."""
+        return self.twilio_timeout + LEASE_MARGIN
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields changed (used by tests and `smsgw dev`)."""
@@ -151,15 +160,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_base_url=_url(env, "PUBLIC_BASE_URL", DEFAULT_PUBLIC_BASE_URL, ("http", "https")),
         callback_allow_private=_bool(env, "CALLBACK_ALLOW_PRIVATE", False),
         dev=_bool(env, "SMSGW_DEV", False),
-        twilio_timeout=_number(env, "TWILIO_TIMEOUT", 10.0, float),
+        twilio_timeout=_number(env, "TWILIO_TIMEOUT", DEFAULT_TWILIO_TIMEOUT, float),
         send_max_retries=int(_number(env, "SEND_MAX_RETRIES", 8, int)),
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", 64 * 1024, int)),
         max_campaign_bytes=int(_number(env, "MAX_CAMPAIGN_BYTES", 16 * 1024 * 1024, int)),
-        requeue_after_seconds=int(_number(env, "REQUEUE_AFTER_SECONDS", 120, int)),
+        requeue_after_seconds=int(_number(env, "REQUEUE_AFTER_SECONDS", 60, int)),
         rate_limit_per_minute=int(_number(env, "RATE_LIMIT_PER_MINUTE", 6000, int)),
-        reconcile_unsent_after_seconds=int(
-            _number(env, "RECONCILE_UNSENT_AFTER_SECONDS", 20 * 60, int)
-        ),
         reconcile_unfinished_after_seconds=int(
             _number(env, "RECONCILE_UNFINISHED_AFTER_SECONDS", 60 * 60, int)
         ),

@@ -14,7 +14,7 @@ from celery.signals import worker_process_init
 from shared import logs
 from shared.settings import SettingsError, load_settings
 from worker.context import context_for
-from worker.factory import make_celery
+from worker.factory import BEAT_SCHEDULE, make_celery
 from worker.metrics import protect_flower_metrics
 
 try:
@@ -35,34 +35,7 @@ if "flower" in sys.argv[1:]:
     logs.configure(_settings.log_level)
 
 celery_app = make_celery(_settings)
-celery_app.conf.beat_schedule = {
-    "requeue-stale-messages": {
-        "task": "requeue_stale_messages",
-        "schedule": 60.0,
-        # A run that waited a whole period is superseded by the next one.
-        "options": {"expires": 55},
-    },
-    "reconcile-messages": {
-        "task": "reconcile_messages",
-        "schedule": 60.0,
-        "options": {"expires": 55},
-    },
-    "sweep-user-callbacks": {
-        "task": "sweep_user_callbacks",
-        "schedule": 15.0,
-        "options": {"expires": 14},
-    },
-    "purge-messages": {
-        "task": "purge_messages",
-        "schedule": 60 * 60.0,
-        "options": {"expires": 55 * 60},
-    },
-    "revive-campaigns": {
-        "task": "revive_campaigns",
-        "schedule": 30.0,
-        "options": {"expires": 25},
-    },
-}
+celery_app.conf.beat_schedule = BEAT_SCHEDULE
 
 
 @worker_process_init.connect

@@ -54,6 +54,44 @@ def _reuse_redis_clients() -> None:
 _reuse_redis_clients()
 
 
+# The periodic jobs `celery -A worker.celery_app beat` runs.
+BEAT_SCHEDULE = {
+    # Crash recovery: a queued message nobody took, and a hand-off whose lease ran out,
+    # are enqueued again within seconds of being due (README, "Crash recovery").
+    "requeue-stale-messages": {
+        "task": "requeue_stale_messages",
+        "schedule": 15.0,
+        # A run that waited a whole period is superseded by the next one.
+        "options": {"expires": 14},
+    },
+    "take-over-messages": {
+        "task": "take_over_messages",
+        "schedule": 10.0,
+        "options": {"expires": 9},
+    },
+    "reconcile-messages": {
+        "task": "reconcile_messages",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+    "sweep-user-callbacks": {
+        "task": "sweep_user_callbacks",
+        "schedule": 15.0,
+        "options": {"expires": 14},
+    },
+    "purge-messages": {
+        "task": "purge_messages",
+        "schedule": 60 * 60.0,
+        "options": {"expires": 55 * 60},
+    },
+    "revive-campaigns": {
+        "task": "revive_campaigns",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+}
+
+
 def make_celery(settings: Settings) -> Celery:
     """Return a Celery app set for no loss: late acks, one prefetch, JSON only."""
     tasks = [
@@ -84,6 +122,7 @@ def make_celery(settings: Settings) -> Celery:
                     "deliver_user_callback",
                     "sweep_user_callbacks",
                     "reconcile_messages",
+                    "take_over_messages",
                     "requeue_stale_messages",
                     "purge_messages",
                 )

@@ -16,6 +16,10 @@ class Message(Base):
     `status` is what users see; `handoff` tracks the gateway's own call to
     Twilio: `pending` (safe to call), `in_flight` (a call may be under way),
     `unknown` (a call timed out: look it up before calling again), `done`.
+    `lease_until` is how long the message is spoken for while it is `sending`
+    without a SID: the claim's lease (as long as a hand-off can take), then
+    the time its retry is due. Once it has passed, whoever held it is gone,
+    and the reconciler hands it on (`shared.reconcile.take_over`).
     """
 
     __tablename__ = "messages"
@@ -78,6 +82,7 @@ class Message(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     status_callback: Mapped[str | None] = mapped_column(Text, default=None)
     handoff_at: Mapped[datetime | None] = mapped_column(default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
     campaign_id: Mapped[int | None] = mapped_column(
         ForeignKey("campaigns.id", ondelete="CASCADE"), default=None
     )

@@ -4,9 +4,10 @@ The SDK's own client builds a `requests` request for every call, merges the
 session's settings into it and looks up the proxy and CA-bundle variables of
 the process environment: about half a millisecond of CPU per call before a
 byte is sent. This client reads the environment once, as `requests` would,
-and hands each request straight to urllib3 with the same timeouts, no
-retries and no redirects. Failures are urllib3's exceptions, which
-`shared.providers.twilio` translates.
+and hands each request straight to urllib3 with the same timeouts (and
+TWILIO_TIMEOUT as the whole call's bound too), no retries and no
+redirects. Failures are urllib3's exceptions, which `shared.providers.twilio`
+translates.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class PooledHttpClient(HttpClient):
             url,
             body=body,
             headers=headers,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            # `total` bounds the whole call, so a claim's lease outlasts it (shared.handoff).
+            timeout=urllib3.Timeout(total=timeout, connect=timeout, read=timeout),
             retries=False,
             redirect=allow_redirects,
         )

@@ -335,3 +335,64 @@ def test_a_hand_off_survives_pooled_connections_the_database_dropped(database_ur
         assert len(received(base_url)) == 2
     finally:
         engine.dispose()
+
+
+def test_a_claim_carries_a_lease_of_one_call_and_a_margin(session_factory, twilio):
+    base_url, settings = twilio
+    configure(base_url, latency_ms=300)
+
+    message_id = queue(session_factory)
+    seen: list[Message] = []
+
+    def watch() -> None:  # reads the row while the call is under way
+        time.sleep(0.15)
+        seen.append(load(session_factory, message_id))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = utcnow()
+    assert send(session_factory, settings, message_id).kind == "sent"
+    watcher.join()
+    [during] = seen
+    assert during.handoff == "in_flight"
+    lease = (during.lease_until - started).total_seconds()
+    assert settings.lease_seconds - 1 <= lease <= settings.lease_seconds + 1
+    assert settings.lease_seconds == settings.twilio_timeout + 15
+
+
+def test_a_claim_that_stalled_past_its_call_window_makes_no_call(
+    session_factory, twilio, monkeypatch
+):
+    base_url, settings = twilio
+    message_id = queue(session_factory)
+    time_out(session_factory, settings, base_url, message_id, rate_500=1)
+    time.sleep(0.8)
+    configure(base_url, latency_ms=0, rate_500=0)
+    provider = TwilioProvider(settings)
+    look_up = provider.find
+
+    def slow_find(**kwargs):  # the process stalls between its claim and its call
+        time.sleep(0.3)
+        return look_up(**kwargs)
+
+    monkeypatch.setattr(provider, "find", slow_find)
+    monkeypatch.setattr("shared.handoff.CALL_WINDOW", 0.2)
+    outcome = send(session_factory, settings, message_id, provider=provider)
+    assert outcome.kind == "retry" and "before the call" in str(outcome.error)
+    assert received(base_url) == []
+    assert load(session_factory, message_id).handoff == "unknown"  # still to be looked up
+
+
+def test_a_retry_holds_the_message_until_it_is_due(session_factory, twilio):
+    from shared.handoff import hold_for_retry
+    from shared.reconcile import take_over
+
+    base_url, settings = twilio
+    configure(base_url, rate_500=1)
+    message_id = queue(session_factory)
+    assert send(session_factory, settings, message_id).kind == "retry"
+    hold_for_retry(session_factory, message_id=message_id, seconds=600)
+    held = load(session_factory, message_id)
+    assert held.handoff == "pending"
+    assert (held.lease_until - utcnow()).total_seconds() > 600
+    assert take_over(session_factory, hold_seconds=60, limit=10).resend == []

@@ -1,16 +1,20 @@
-"""Reconciliation against the sandbox: adopt, fail and refund, re-enqueue, fetch; never resend."""
+"""Reconciliation against the sandbox: lapsed hand-offs handed on and sent once, fetches."""
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 import requests
+from sqlalchemy import update
 
+from shared.db import utcnow
+from shared.handoff import hand_off
 from shared.models import Campaign, Message
 from shared.providers import TransientError
 from shared.providers.twilio import TwilioProvider
-from shared.reconcile import NOT_FOUND, reconcile_unfinished, reconcile_unsent
+from shared.reconcile import reconcile_unfinished, take_over
 from shared.settings import SettingsError, load_settings
 from tests.delivery_helpers import FROM, TO, age, balance, handed_off, load, refunds
 
@@ -48,75 +52,99 @@ def settled(base_url: str, count: int) -> list[dict]:
     raise AssertionError(at_twilio(base_url))
 
 
-def unsent(session_factory, provider, **kwargs):
-    return reconcile_unsent(
-        session_factory, provider, older_than_seconds=HOUR, limit=kwargs.get("limit", 10)
-    )
+def lapse(session_factory, message_id: int, seconds: float = 1) -> None:
+    """Make a message's lease have run out `seconds` ago, as when its worker died."""
+    past = utcnow() - timedelta(seconds=seconds)
+    with session_factory.begin() as session:
+        session.execute(update(Message).where(Message.id == message_id).values(lease_until=past))
 
 
-@pytest.mark.parametrize("handoff", ["in_flight", "unknown"])
-def test_a_message_that_reached_twilio_is_adopted(twilio, session_factory, handoff):
-    base_url, provider = twilio
-    message = handed_off(session_factory, sid=None, handoff=handoff)
-    sent = provider.send(to=TO, from_=FROM, body="Hello", status_callback="http://127.0.0.1:9/")
-    settled(base_url, 1)
-    age(session_factory, message.id, 2 * HOUR)
-    report = unsent(session_factory, provider)
+def hand_on(session_factory, settings, base_url, report):
+    """Run the hand-off the reconciler enqueued, as the next worker would."""
+    ours = settings.with_overrides(twilio_api_base=base_url)
+    for message_id in report.resend + report.resend_campaign:
+        hand_off(
+            session_factory,
+            TwilioProvider(ours),
+            message_id=message_id,
+            status_callback_base=ours.status_callback_base,
+            lease_seconds=ours.lease_seconds,
+        )
+
+
+def test_a_claim_whose_worker_died_is_sent_once_when_twilio_has_no_trace(
+    twilio, session_factory, settings
+):
+    base_url, _provider = twilio
+    message = handed_off(session_factory, sid=None, handoff="in_flight")
+    lapse(session_factory, message.id)
+    report = take_over(session_factory, hold_seconds=60, limit=10)
+    assert report.resend == [message.id]
+    assert load(session_factory, message.id).handoff == "unknown"  # looked up before it is sent
+    hand_on(session_factory, settings, base_url, report)
     stored = load(session_factory, message.id)
-    assert report.adopted == [message.id] and report.failed == []
-    assert (stored.sms_sid, stored.handoff, stored.status) == (sent.sid, "done", "delivered")
+    assert stored.sms_sid and stored.handoff == "done" and stored.status == "sending"
+    assert [m["sid"] for m in at_twilio(base_url)] == [stored.sms_sid]
     assert refunds(session_factory, message.id) == 0
+
+
+def test_a_claim_whose_call_reached_twilio_is_adopted_not_sent_again(
+    twilio, session_factory, settings
+):
+    base_url, provider = twilio
+    message = handed_off(session_factory, sid=None, handoff="in_flight")
+    # The dead worker's call went out; it died before it stored the SID.
+    sent = provider.send(to=TO, from_=FROM, body="Hello", status_callback="http://127.0.0.1:9/")
+    lapse(session_factory, message.id)
+    hand_on(
+        session_factory, settings, base_url, take_over(session_factory, hold_seconds=60, limit=10)
+    )
+    assert load(session_factory, message.id).sms_sid == sent.sid
     assert len(at_twilio(base_url)) == 1
 
 
-def test_a_message_not_at_twilio_is_failed_and_refunded_never_resent(twilio, session_factory):
-    base_url, provider = twilio
-    message = handed_off(session_factory, sid=None, handoff="unknown")
-    before = balance(session_factory, message.user_id)
-    age(session_factory, message.id, 2 * HOUR)
-    report = unsent(session_factory, provider)
-    stored = load(session_factory, message.id)
-    assert report.failed == [message.id] and report.resend == []
-    assert (stored.status, stored.error_message) == ("failed", NOT_FOUND)
-    assert balance(session_factory, message.user_id) == before + message.total_cost
-    assert at_twilio(base_url) == []
-    # A second run finds nothing to do and refunds nothing more.
-    assert unsent(session_factory, provider).failed == []
-    assert refunds(session_factory, message.id) == 1
-
-
-def test_a_sid_held_by_another_message_is_not_adopted(twilio, session_factory):
+def test_a_sid_held_by_another_message_is_not_adopted(twilio, session_factory, settings):
     base_url, provider = twilio
     sent = provider.send(to=TO, from_=FROM, body="Hello", status_callback="http://127.0.0.1:9/")
     settled(base_url, 1)
-    handed_off(session_factory, sid=sent.sid)
-    orphan = handed_off(session_factory, sid=None, handoff="unknown")
-    age(session_factory, orphan.id, 2 * HOUR)
-    assert unsent(session_factory, provider).failed == [orphan.id]
+    holder = handed_off(session_factory, sid=sent.sid)
+    orphan = handed_off(session_factory, sid=None, handoff="in_flight")
+    with session_factory.begin() as session:  # the same sender, recipient and body
+        session.execute(
+            update(Message).where(Message.id == orphan.id).values(user_id=holder.user_id)
+        )
+    lapse(session_factory, orphan.id)
+    hand_on(
+        session_factory, settings, base_url, take_over(session_factory, hold_seconds=60, limit=10)
+    )
+    stored = load(session_factory, orphan.id)
+    assert stored.sms_sid not in (None, sent.sid)
+    assert len(at_twilio(base_url)) == 2
 
 
-def test_a_pending_message_whose_retry_was_lost_is_enqueued_again(twilio, session_factory):
-    _base_url, provider = twilio
-    lost = handed_off(session_factory, sid=None, handoff="pending")
-    young = handed_off(session_factory, sid=None, handoff="pending")
-    age(session_factory, lost.id, 2 * HOUR)
-    report = unsent(session_factory, provider)
-    assert report.resend == [lost.id]
-    assert load(session_factory, lost.id).status == "sending"
-    # Touched: the next run does not enqueue it again while it waits in the queue.
-    assert unsent(session_factory, provider).resend == []
-    assert load(session_factory, young.id).handoff == "pending"
+def test_live_claims_and_messages_waiting_for_their_retry_are_left_alone(
+    twilio, session_factory, settings
+):
+    live = handed_off(session_factory, sid=None, handoff="in_flight")
+    waiting = handed_off(session_factory, sid=None, handoff="pending")
+    for message in (live, waiting):  # as a claim, and as `hold_for_retry`, leave them
+        lapse(session_factory, message.id, seconds=-30)
+    assert take_over(session_factory, hold_seconds=60, limit=10).resend == []
+    lapse(session_factory, waiting.id)  # its retry was due and never came: lost
+    report = take_over(session_factory, hold_seconds=60, limit=10)
+    assert report.resend == [waiting.id]
+    assert load(session_factory, waiting.id).handoff == "pending"  # nothing was called: send
+    # Held while its new task waits in the queue: not enqueued twice.
+    assert take_over(session_factory, hold_seconds=60, limit=10).resend == []
+    assert load(session_factory, live.id).handoff == "in_flight"
 
 
-def test_young_messages_are_left_alone_and_batches_are_bounded(twilio, session_factory):
-    _base_url, provider = twilio
-    young = handed_off(session_factory, sid=None, handoff="unknown")
+def test_take_overs_are_bounded_and_oldest_first(twilio, session_factory):
     old = [handed_off(session_factory, sid=None, handoff="unknown") for _ in range(3)]
-    for message in old:
-        age(session_factory, message.id, 2 * HOUR)
-    assert unsent(session_factory, provider, limit=2).failed == [old[0].id, old[1].id]
-    assert unsent(session_factory, provider, limit=2).failed == [old[2].id]
-    assert load(session_factory, young.id).status == "sending"
+    for n, message in enumerate(old):
+        lapse(session_factory, message.id, seconds=100 - n)
+    assert take_over(session_factory, hold_seconds=60, limit=2).resend == [old[0].id, old[1].id]
+    assert take_over(session_factory, hold_seconds=60, limit=2).resend == [old[2].id]
 
 
 class DownProvider:
@@ -126,15 +154,28 @@ class DownProvider:
     def fetch(self, sid):
         raise TransientError("503: down")
 
+    def send(self, **_):
+        raise AssertionError("never sent while the lookup cannot answer")
+
 
 def test_when_twilio_cannot_answer_nothing_is_decided(session_factory):
-    message = handed_off(session_factory, sid=None, handoff="unknown")
+    message = handed_off(session_factory, sid=None, handoff="in_flight")
     with_sid = handed_off(session_factory)
-    for stuck in (message, with_sid):
-        age(session_factory, stuck.id, 2 * HOUR)
-    assert unsent(session_factory, DownProvider()).failed == []
+    age(session_factory, with_sid.id, 2 * HOUR)
+    lapse(session_factory, message.id)
+    for message_id in take_over(session_factory, hold_seconds=60, limit=10).resend:
+        outcome = hand_off(
+            session_factory, DownProvider(), message_id=message_id, status_callback_base="x"
+        )
+        assert outcome.kind == "retry"
     reconcile_unfinished(session_factory, DownProvider(), older_than_seconds=HOUR, limit=10)
-    assert load(session_factory, message.id).status == "sending"
+    assert (
+        load(session_factory, message.id).status,
+        load(session_factory, message.id).handoff,
+    ) == (
+        "sending",
+        "unknown",
+    )
     assert load(session_factory, with_sid.id).status == "sending"
 
 
@@ -158,34 +199,24 @@ def test_a_message_without_a_final_status_is_fetched(twilio, session_factory, ou
     assert load(session_factory, young.id).status == "sending"
 
 
-def test_the_reconcile_ages_are_settings():
+def test_the_lease_and_the_reconcile_age_come_from_the_settings():
     env = {
         "DATABASE_URL": "postgresql://db/x",
         "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "TWILIO_AUTH_TOKEN": "t",
     }
     defaults = load_settings(env)
-    assert (
-        defaults.reconcile_unsent_after_seconds,
-        defaults.reconcile_unfinished_after_seconds,
-    ) == (1200, 3600)
+    assert (defaults.lease_seconds, defaults.reconcile_unfinished_after_seconds) == (25, 3600)
+    assert defaults.requeue_after_seconds == 60
     chosen = load_settings(
-        {
-            **env,
-            "RECONCILE_UNSENT_AFTER_SECONDS": "1800",
-            "RECONCILE_UNFINISHED_AFTER_SECONDS": "7200",
-        }
+        {**env, "TWILIO_TIMEOUT": "4", "RECONCILE_UNFINISHED_AFTER_SECONDS": "7200"}
     )
-    assert (chosen.reconcile_unsent_after_seconds, chosen.reconcile_unfinished_after_seconds) == (
-        1800,
-        7200,
-    )
-    with pytest.raises(SettingsError, match="RECONCILE_UNSENT_AFTER_SECONDS"):
-        load_settings({**env, "RECONCILE_UNSENT_AFTER_SECONDS": "soon"})
+    assert (chosen.lease_seconds, chosen.reconcile_unfinished_after_seconds) == (19, 7200)
+    with pytest.raises(SettingsError, match="RECONCILE_UNFINISHED_AFTER_SECONDS"):
+        load_settings({**env, "RECONCILE_UNFINISHED_AFTER_SECONDS": "soon"})
 
 
 def test_a_lost_campaign_message_is_resent_on_the_campaign_queue(twilio, session_factory):
-    _base_url, provider = twilio
     lost = handed_off(session_factory, sid=None, handoff="pending")
     with session_factory() as session:
         campaign = Campaign(user_id=lost.user_id, phone_number_id=lost.phone_number_id, body="Hi")
@@ -193,6 +224,6 @@ def test_a_lost_campaign_message_is_resent_on_the_campaign_queue(twilio, session
         session.flush()
         session.get(Message, lost.id).campaign_id = campaign.id
         session.commit()
-    age(session_factory, lost.id, 2 * HOUR)
-    report = unsent(session_factory, provider)
+    lapse(session_factory, lost.id)
+    report = take_over(session_factory, hold_seconds=60, limit=10)
     assert (report.resend, report.resend_campaign) == ([], [lost.id])

@@ -16,6 +16,7 @@ from worker.factory import CAMPAIGN_QUEUE, MAX_COUNTDOWN
 
 log = logging.getLogger(__name__)
 RECONCILE_BATCH = 100
+TAKE_OVER_BATCH = 1000
 SWEEP_BATCH = 500
 
 
@@ -50,39 +51,39 @@ def sweep_user_callbacks(self) -> int:  # type: ignore[no-untyped-def]
     return len(ids)
 
 
-@shared_task(name="reconcile_messages", bind=True)
-def reconcile_messages(self) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Settle messages left without a SID, and fetch those left without a final status."""
+@shared_task(name="take_over_messages", bind=True)
+def take_over_messages(self) -> int:  # type: ignore[no-untyped-def]
+    """Enqueue again the messages whose hand-off lease ran out: a worker died, a retry was lost."""
     context = context_for(self.app)
-    settings = context.settings
-    # A message waiting for a send retry must never look stuck.
-    unsent_age = max(settings.reconcile_unsent_after_seconds, MAX_COUNTDOWN + 60)
-    unsent = reconcile.reconcile_unsent(
+    report = reconcile.take_over(
         context.session_factory,
-        context.provider,
-        older_than_seconds=unsent_age,
-        limit=RECONCILE_BATCH,
+        hold_seconds=context.settings.requeue_after_seconds,
+        limit=TAKE_OVER_BATCH,
     )
+    send = self.app.tasks["send_message"]
+    for message_id in report.resend:
+        send.delay(message_id)
+    for message_id in report.resend_campaign:
+        send.apply_async(args=[message_id], queue=CAMPAIGN_QUEUE)
+    taken = len(report.resend) + len(report.resend_campaign)
+    if taken:
+        log.info("take_over_messages: enqueued %d", taken)
+    return taken
+
+
+@shared_task(name="reconcile_messages", bind=True)
+def reconcile_messages(self) -> int:  # type: ignore[no-untyped-def]
+    """Fetch from Twilio the messages left with a SID and no final status."""
+    context = context_for(self.app)
     unfinished = reconcile.reconcile_unfinished(
         context.session_factory,
         context.provider,
-        older_than_seconds=settings.reconcile_unfinished_after_seconds,
+        older_than_seconds=context.settings.reconcile_unfinished_after_seconds,
         limit=RECONCILE_BATCH,
     )
-    send = self.app.tasks["send_message"]
-    for message_id in unsent.resend:
-        send.delay(message_id)
-    for message_id in unsent.resend_campaign:
-        send.apply_async(args=[message_id], queue=CAMPAIGN_QUEUE)
     deliver = self.app.tasks[deliver_user_callback.name]
-    for callback_id in unsent.callbacks + unfinished.callbacks:
+    for callback_id in unfinished.callbacks:
         deliver.delay(callback_id)
-    counts = {
-        "adopted": len(unsent.adopted),
-        "failed": len(unsent.failed),
-        "resent": len(unsent.resend) + len(unsent.resend_campaign),
-        "updated": len(unfinished.updated),
-    }
-    if any(counts.values()):
-        log.info("reconcile_messages: %s", counts)
-    return counts
+    if unfinished.updated:
+        log.info("reconcile_messages: updated %d", len(unfinished.updated))
+    return len(unfinished.updated)

@@ -12,7 +12,7 @@ import random
 from celery import shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from shared.handoff import give_up, hand_off, requeue_stale
+from shared.handoff import give_up, hand_off, hold_for_retry, requeue_stale
 from shared.providers import UnknownOutcome
 from worker.context import context_for
 from worker.factory import MAX_COUNTDOWN
@@ -40,6 +40,7 @@ def send_message(self, message_id: int) -> str:  # type: ignore[no-untyped-def]
             context.provider,
             message_id=message_id,
             status_callback_base=settings.status_callback_base,
+            lease_seconds=settings.lease_seconds,
         )
     except (OperationalError, InterfaceError) as error:
         # The database is down or restarting. The claim makes a retry safe, and
@@ -59,7 +60,11 @@ def send_message(self, message_id: int) -> str:  # type: ignore[no-untyped-def]
     if retries >= settings.send_max_retries:
         reason = f"Gave up after {retries + 1} attempts: {outcome.error}"
         final = give_up(
-            context.session_factory, context.provider, message_id=message_id, reason=reason
+            context.session_factory,
+            context.provider,
+            message_id=message_id,
+            reason=reason,
+            lease_seconds=settings.lease_seconds,
         )
         observe_handoff(self.request, final)  # issue 5: metrics
         log.info("send_message %s: retries exhausted, %s", message_id, final.kind)
@@ -68,6 +73,8 @@ def send_message(self, message_id: int) -> str:  # type: ignore[no-untyped-def]
     # at least a timeout's worth of time before the lookup.
     unknown = isinstance(outcome.error, UnknownOutcome)
     countdown = backoff(retries, floor=settings.twilio_timeout if unknown else 0.0)
+    # Spoken for until the retry is due: the reconciler must not take it over before.
+    hold_for_retry(context.session_factory, message_id=message_id, seconds=countdown)
     log.info(
         "send_message %s: retry %d in %.1f s (%s)",
         message_id,
