@@ -320,8 +320,9 @@ def _look_up(
     with session_factory() as session:
         taken = set(
             session.scalars(
+                # A SID any message of ours holds is that message's, whoever sent it
+                # (a number can change hands); `to` leads ix_messages_to_user_id_id.
                 select(Message.sms_sid).where(
-                    Message.user_id == claim.user_id,
                     Message.to == claim.to,
                     Message.from_number == claim.from_,
                     Message.sms_sid.is_not(None),

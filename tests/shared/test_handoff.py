@@ -393,6 +393,6 @@ def test_a_retry_holds_the_message_until_it_is_due(session_factory, twilio):
     assert send(session_factory, settings, message_id).kind == "retry"
     hold_for_retry(session_factory, message_id=message_id, seconds=600)
     held = load(session_factory, message_id)
-    assert held.handoff == "pending"
+    assert held.handoff == "unknown"  # a 500 may have created it: looked up when retried
     assert (held.lease_until - utcnow()).total_seconds() > 600
     assert take_over(session_factory, hold_seconds=60, limit=10).resend == []

@@ -147,12 +147,12 @@ def test_backoff_is_exponential_with_full_jitter_and_capped():
     assert all(backoff(0, floor=10) == 10 for _ in range(100))
 
 
-def test_the_app_schedules_the_requeue_job_every_minute(database_url):
+def test_the_app_schedules_the_requeue_job_every_15_seconds(database_url):
     script = (
         "job = app.conf.beat_schedule['requeue-stale-messages']; "
         "print(job['task'], job['schedule'])"
     )
     assert celery_app_prints(script, database_url=database_url) == [
         "requeue_stale_messages",
-        "60.0",
+        "15.0",
     ]

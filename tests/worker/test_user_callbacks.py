@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 
 from shared import delivery, user_callbacks
 from shared.db import utcnow
-from shared.models import User, UserCallback
-from tests.delivery_helpers import age, handed_off, load, refunds
+from shared.models import Message, User, UserCallback
+from tests.delivery_helpers import handed_off, load, refunds
 from tests.processes import celery_app_prints
 from tests.worker.test_send_message import (  # noqa: F401  (worker is a fixture)
     wait_for,
@@ -198,18 +198,24 @@ def test_the_beat_sweeper_delivers_an_event_whose_enqueue_was_lost(
         ok.close()
 
 
-def test_the_beat_reconciles_stuck_messages(celery, session_factory, sandbox, worker):  # noqa: F811
+def test_the_beat_hands_on_lapsed_hand_offs(celery, session_factory, sandbox, worker):  # noqa: F811
     base_url = sandbox[1]
     requests.post(f"{base_url}/_sandbox/reset", timeout=5)
     requests.post(f"{base_url}/_sandbox/config", json={"callbacks": False}, timeout=5)
     lost_retry = handed_off(session_factory, sid=None, handoff="pending")
-    lost_call = handed_off(session_factory, sid=None, handoff="unknown")
+    lost_call = handed_off(session_factory, sid=None, handoff="in_flight")  # its worker died
+    with session_factory.begin() as session:
+        session.execute(
+            update(Message)
+            .where(Message.id.in_([lost_retry.id, lost_call.id]))
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+    celery.tasks["take_over_messages"].delay()
     for message in (lost_retry, lost_call):
-        age(session_factory, message.id, 2 * 3600)
-    celery.tasks["reconcile_messages"].delay()
-    wait_for(lambda: load(session_factory, lost_retry.id).sms_sid, worker, seconds=15)
-    assert load(session_factory, lost_call.id).status == "failed"
-    assert refunds(session_factory, lost_call.id) == 1
+        wait_for(lambda m=message: load(session_factory, m.id).sms_sid, worker, seconds=15)
+        assert refunds(session_factory, message.id) == 0
+    at_twilio = requests.get(f"{base_url}/_sandbox/messages", timeout=5).json()["messages"]
+    assert len(at_twilio) == 2
     requests.post(f"{base_url}/_sandbox/reset", timeout=5)
 
 
@@ -218,9 +224,18 @@ def test_the_beat_schedules_reconciliation_and_the_sweeper(database_url):
         "s = app.conf.beat_schedule; "
         "print(s['reconcile-messages']['task'], s['sweep-user-callbacks']['task'], "
         "'worker.tasks.delivery' in app.conf.include, "
-        "s['purge-messages']['task'], s['purge-messages']['schedule'])"
+        "s['purge-messages']['task'], s['purge-messages']['schedule'], "
+        "s['take-over-messages']['task'], s['take-over-messages']['schedule'])"
     )
-    expected = ["reconcile_messages", "sweep_user_callbacks", "True", "purge_messages", "3600.0"]
+    expected = [
+        "reconcile_messages",
+        "sweep_user_callbacks",
+        "True",
+        "purge_messages",
+        "3600.0",
+        "take_over_messages",
+        "10.0",
+    ]
     assert celery_app_prints(script, database_url=database_url) == expected
 
 
