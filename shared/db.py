@@ -6,7 +6,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from sqlalchemy import BigInteger, Engine, Integer, MetaData, Numeric, create_engine, event
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
 # Money keeps four decimal places: prices such as 0.0079 are exact.
@@ -37,6 +47,13 @@ class Base(DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {int: BigId}
+
+
+def partial_index(name: str, *columns: str, where: str, unique: bool = False) -> Index:
+    """Return an index of the rows matching `where`, on PostgreSQL and SQLite alike."""
+    return Index(
+        name, *columns, unique=unique, postgresql_where=text(where), sqlite_where=text(where)
+    )
 
 
 def utcnow() -> datetime:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, text
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base, Money, utcnow
+from shared.db import Base, Money, partial_index, utcnow
 
 
 class LedgerEntry(Base):
@@ -25,11 +25,8 @@ class LedgerEntry(Base):
         Index("uq_ledger_entries_message_id_kind", "message_id", "kind", unique=True),
         # The user's ledger, newest first, by cursor; and the sum of it.
         Index("ix_ledger_entries_user_id_id", "user_id", "id"),
-        Index(
-            "ix_ledger_entries_campaign_id",
-            "campaign_id",
-            postgresql_where=text("campaign_id IS NOT NULL"),
-            sqlite_where=text("campaign_id IS NOT NULL"),
+        partial_index(
+            "ix_ledger_entries_campaign_id", "campaign_id", where="campaign_id IS NOT NULL"
         ),
     )
 

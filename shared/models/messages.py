@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base, Money, utcnow
+from shared.db import Base, Money, partial_index, utcnow
 
 
 class Message(Base):
@@ -29,38 +29,31 @@ class Message(Base):
         Index("ix_messages_user_id_id", "user_id", "id"),
         Index("ix_messages_status_user_id_id", "status", "user_id", "id"),
         Index("ix_messages_to_user_id_id", "to", "user_id", "id"),
-        Index(
-            "ix_messages_campaign_id_id",
-            "campaign_id",
-            "id",
-            postgresql_where=text("campaign_id IS NOT NULL"),
-            sqlite_where=text("campaign_id IS NOT NULL"),
+        partial_index(
+            "ix_messages_campaign_id_id", "campaign_id", "id", where="campaign_id IS NOT NULL"
         ),
         # The reaper, the reconciler and retention find their messages by status and age.
         Index("ix_messages_status_updated_at", "status", "updated_at"),
         # The requeue of single sends whose enqueue was lost, past any campaign backlog.
-        Index(
+        partial_index(
             "ix_messages_queued_single_updated_at",
             "updated_at",
-            postgresql_where=text("status = 'queued' AND campaign_id IS NULL"),
-            sqlite_where=text("status = 'queued' AND campaign_id IS NULL"),
+            where="status = 'queued' AND campaign_id IS NULL",
         ),
-        Index(
+        partial_index(
             "ix_messages_campaign_id_status_id",
             "campaign_id",
             "status",
             "id",
-            postgresql_where=text("campaign_id IS NOT NULL"),
-            sqlite_where=text("campaign_id IS NOT NULL"),
+            where="campaign_id IS NOT NULL",
         ),
         # A campaign sends once to each recipient, whatever the uploaded duplicates.
-        Index(
+        partial_index(
             "uq_messages_campaign_id_to",
             "campaign_id",
             "to",
+            where="campaign_id IS NOT NULL",
             unique=True,
-            postgresql_where=text("campaign_id IS NOT NULL"),
-            sqlite_where=text("campaign_id IS NOT NULL"),
         ),
     )
 

@@ -130,6 +130,7 @@ def test_killed_workers_lose_and_double_nothing(
             # Settled within two minutes of the last kill, the last worker's start included.
             wait_until(settle, seconds=120, what="every message delivered", log=log)
             settled_after = time.monotonic() - last_kill
+            print(f"every message delivered {settled_after:.0f} s after the last kill")
         received = requests.get(f"{sandbox_url}/_sandbox/messages", timeout=10).json()["messages"]
     finally:
         api.shutdown()

@@ -17,7 +17,7 @@ from sqlalchemy import inspect as sa_inspect
 from shared import accounts
 from shared.db import make_engine, make_session_factory
 from shared.settings import Settings
-from tests.ops.conftest import HOSTNAME, ROOT, compose, get, wait_until
+from tests.ops.conftest import HOSTNAME, ROOT, SERVICES, compose, get, wait_until
 from worker.factory import make_celery
 
 SECRET_BODY = "TOPSECRET-body-7f3a"
@@ -25,18 +25,7 @@ SECRET_BODY = "TOPSECRET-body-7f3a"
 
 def test_compose_file_has_every_service_and_its_guarantees():
     services = compose()["services"]
-    assert {
-        "api",
-        "worker",
-        "worker-campaign",
-        "worker-callbacks",
-        "beat",
-        "flower",
-        "redis",
-        "postgres",
-        "migrate",
-        "sandbox",
-    } <= set(services)
+    assert {*SERVICES, "redis", "postgres", "migrate"} <= set(services)
     assert "--appendonly" in services["redis"]["command"]
     assert (
         services["redis"]["command"][services["redis"]["command"].index("--appendonly") + 1]
