@@ -39,6 +39,7 @@ from shared import reconcile
 from shared.accounts import hash_token
 from shared.db import Base, make_engine, make_session_factory
 from shared.handoff import requeue_stale
+from shared.migrate import upgrade
 from shared.providers import Fetched, Sent
 
 SIZES = (0, 1_000_000, 10_000_000)
@@ -253,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f"smsgw_bench_data_{size}"
             if args.reuse:
                 urls[size] = f"{POSTGRES_URL}/{name}"
+                upgrade(urls[size])  # kept by an older version of the gateway, perhaps
                 with psycopg.connect(f"{POSTGRES_URL}/{name}".replace("+psycopg", "")) as conn:
                     conn.execute("CHECKPOINT")
                 continue
