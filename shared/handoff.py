@@ -7,12 +7,13 @@ outcome is unknown leaves `handoff = "unknown"`, and the next holder looks the
 message up at the provider before it would send again.
 
 A claim carries a lease (`lease_until`): TWILIO_TIMEOUT, which bounds the
-whole call, plus `LEASE_MARGIN`. The call is only made while the claim is
-young enough for it to end inside the lease (`CALL_WINDOW`), so once the
-lease has passed its holder is gone, not slow: `shared.reconcile.take_over`
-then hands the message on as `unknown`, to be looked up and sent if Twilio
-has no trace of it. A message released for a retry is held until the retry
-is due (`hold_for_retry`), so it is never mistaken for an abandoned one.
+whole call, plus `LEASE_MARGIN`; a lookup before the call renews it. The call
+is only made while the claim is young enough for it to end inside the lease
+(`CALL_WINDOW`), so once the lease has passed its holder is gone, not slow:
+`shared.reconcile.take_over` then hands the message on as `unknown`, to be
+looked up and sent if Twilio has no trace of it. A message released for a
+retry is held until the retry is due (`hold_for_retry`), so it is never
+mistaken for an abandoned one.
 
 The common hand-off (a `pending` message without a user callback to write)
 costs two statements, each its own transaction: the claim, an UPDATE ...
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, bindparam, or_, select, update
@@ -111,6 +112,7 @@ class _Claim:
     body: str
     handoff_at: datetime
     previous: str
+    lease_until: datetime
     claimed: float = field(default_factory=time.monotonic)
 
 
@@ -134,6 +136,12 @@ def hand_off(
             return _release(session_factory, message_id, "unknown", _as_provider_error(error))
         if found is not None:
             return _store_sid(session_factory, claim, found)
+        # The lookup took part of the lease: take a new one, unless it was taken over.
+        renewed = _renew(session_factory, claim, lease_seconds)
+        if renewed is None:
+            log.info("message %s: its lease ran out during the lookup; taken over", message_id)
+            return Outcome("skipped")
+        claim = renewed
     if time.monotonic() - claim.claimed > CALL_WINDOW:
         # Too little of the lease is left for a whole call: nothing was sent, try again.
         stalled = TransientError(
@@ -256,7 +264,7 @@ def _claim(
         row = execute_once(session_factory, _CLAIM_PENDING, params)
         if row is not None:
             user_id, to, from_number, body = row
-            return _Claim(message_id, user_id, to, from_number, body, now, "pending")
+            return _Claim(message_id, user_id, to, from_number, body, now, "pending", lease_until)
     return _claim_locked(session_factory, message_id, allowed, lease_until)
 
 
@@ -309,7 +317,34 @@ def _claim_locked(
             message.body,
             handoff_at,
             previous,
+            lease_until,
         )
+
+
+def _renew(
+    session_factory: sessionmaker[Session], claim: _Claim, lease_seconds: float
+) -> _Claim | None:
+    """Give the claim a new lease from now, if it still holds its own; else None.
+
+    The take-over only moves a message whose lease has passed, with the row
+    locked and its condition checked again: whichever commits first wins.
+    """
+    lease_until = utcnow() + timedelta(seconds=lease_seconds)
+    with session_factory() as session:
+        renewed = session.scalar(
+            update(Message)
+            .where(
+                Message.id == claim.id,
+                Message.handoff == "in_flight",
+                Message.lease_until == claim.lease_until,
+            )
+            .values(lease_until=lease_until)
+            .returning(Message.id)
+        )
+        session.commit()
+    if renewed is None:
+        return None
+    return replace(claim, lease_until=lease_until, claimed=time.monotonic())
 
 
 def _look_up(

@@ -360,27 +360,71 @@ def test_a_claim_carries_a_lease_of_one_call_and_a_margin(session_factory, twili
     assert settings.lease_seconds == settings.twilio_timeout + 15
 
 
-def test_a_claim_that_stalled_past_its_call_window_makes_no_call(
+def _timed_out_unknown(session_factory, settings, base_url) -> int:
+    """Return a message left `unknown` by a call that created nothing at the sandbox."""
+    message_id = queue(session_factory)
+    time_out(session_factory, settings, base_url, message_id, rate_500=1)
+    time.sleep(0.8)  # the slow request ends in its 500: nothing was created
+    configure(base_url, latency_ms=0, rate_500=0)
+    return message_id
+
+
+def test_a_slow_lookup_renews_the_lease_and_the_message_is_sent_once(
     session_factory, twilio, monkeypatch
 ):
     base_url, settings = twilio
-    message_id = queue(session_factory)
-    time_out(session_factory, settings, base_url, message_id, rate_500=1)
-    time.sleep(0.8)
-    configure(base_url, latency_ms=0, rate_500=0)
+    message_id = _timed_out_unknown(session_factory, settings, base_url)
     provider = TwilioProvider(settings)
     look_up = provider.find
 
-    def slow_find(**kwargs):  # the process stalls between its claim and its call
+    def slow_find(**kwargs):  # the lookup eats the claim's call window
         time.sleep(0.3)
         return look_up(**kwargs)
 
     monkeypatch.setattr(provider, "find", slow_find)
     monkeypatch.setattr("shared.handoff.CALL_WINDOW", 0.2)
-    outcome = send(session_factory, settings, message_id, provider=provider)
+    # Without the renewal the claim would be too old for the call: `retry`, nothing sent.
+    assert send(session_factory, settings, message_id, provider=provider).kind == "sent"
+    assert len(received(base_url)) == 1
+
+
+def test_a_lease_taken_over_during_the_lookup_is_not_sent_by_its_old_holder(
+    session_factory, twilio, monkeypatch
+):
+    from shared.reconcile import take_over
+
+    base_url, settings = twilio
+    message_id = _timed_out_unknown(session_factory, settings, base_url)
+    provider = TwilioProvider(settings)
+    look_up = provider.find
+
+    def lapsing_find(**kwargs):  # the holder stalls past its lease; the reconciler moves
+        with session_factory.begin() as session:
+            session.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .values(lease_until=utcnow() - timedelta(seconds=1))
+            )
+        assert take_over(session_factory, hold_seconds=60, limit=10).resend == [message_id]
+        return look_up(**kwargs)
+
+    monkeypatch.setattr(provider, "find", lapsing_find)
+    assert send(session_factory, settings, message_id, provider=provider).kind == "skipped"
+    assert received(base_url) == []
+    assert load(session_factory, message_id).handoff == "unknown"
+    # The hand-off the reconciler enqueued sends it, once.
+    assert send(session_factory, settings, message_id).kind == "sent"
+    assert len(received(base_url)) == 1
+
+
+def test_a_claim_past_its_call_window_makes_no_call(session_factory, twilio, monkeypatch):
+    base_url, settings = twilio
+    message_id = queue(session_factory)
+    monkeypatch.setattr("shared.handoff.CALL_WINDOW", -1.0)  # every claim is too old
+    outcome = send(session_factory, settings, message_id)
     assert outcome.kind == "retry" and "before the call" in str(outcome.error)
     assert received(base_url) == []
-    assert load(session_factory, message_id).handoff == "unknown"  # still to be looked up
+    assert load(session_factory, message_id).handoff == "pending"  # nothing sent: send again
 
 
 def test_a_retry_holds_the_message_until_it_is_due(session_factory, twilio):
