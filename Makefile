@@ -60,6 +60,6 @@ bench: $(STAMP) ## Benchmarks beside their baselines: API, hand-off, campaigns (
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)"; exit 1; }
 	$(BIN)/python -m bench
 
-compose-up: ## Build and start everything with Docker Compose (the sandbox if no Twilio SID)
+compose-up: ## Build and start everything with Docker Compose (sandbox without a Twilio SID, RabbitMQ with an amqp BROKER_URL)
 	@test -n "$$FLOWER_BASIC_AUTH" || { echo "set FLOWER_BASIC_AUTH=user:password first"; exit 1; }
-	docker compose $(if $(TWILIO_ACCOUNT_SID),,--profile sandbox) up --build --detach
+	docker compose $(if $(TWILIO_ACCOUNT_SID),,--profile sandbox) $(if $(filter amqp%,$(BROKER_URL)),--profile rabbitmq) up --build --detach

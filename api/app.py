@@ -14,7 +14,7 @@ from werkzeug.routing import IntegerConverter, Map
 from api import account, campaigns, errors, health, metrics, openapi, sms, webhooks
 from api.committer import Committer
 from api.gateway import Gateway
-from api.send_queue import SendQueue
+from api.send_queue import SendQueue, make_send_queue
 from shared import logs
 from shared.db import MAX_ID, make_engine, make_session_factory
 from shared.ratelimit import RateLimiter
@@ -63,14 +63,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     engine = make_engine(settings.database_url)
     # While Redis is down a request must fail in well under a second, not wait for it.
-    broker = redis.Redis.from_url(
+    client = redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=1,
         socket_connect_timeout=1,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2),
     )
-    send_queue = SendQueue(broker)
-    limiter = RateLimiter(broker, limit=settings.rate_limit_per_minute)
+    send_queue = make_send_queue(settings, client)
+    limiter = RateLimiter(client, limit=settings.rate_limit_per_minute)
     app.extensions["smsgw"] = Gateway(
         settings=settings,
         engine=engine,

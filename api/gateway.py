@@ -51,6 +51,7 @@ class Gateway:
         """Close every pooled connection, the committer's too (the app is done with)."""
         if self.committer is not None:
             self.committer.close()
+        self.send_queue.close()
         self.autocommit.dispose()
         self.engine.dispose()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, g, request
+from kombu import Connection
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -56,7 +57,11 @@ FINISHED = worker_metrics.FINISHED
 
 
 class QueueDepth:
-    """A collector that reads the length of each Celery queue from Redis when scraped."""
+    """A collector that reads the length of each Celery queue from the broker when scraped.
+
+    Redis: `LLEN` of each list. RabbitMQ: the ready count of a passive declare
+    (tasks held by a worker for a countdown are not counted).
+    """
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -66,11 +71,22 @@ class QueueDepth:
         family = GaugeMetricFamily(
             "smsgw_queue_depth", "Tasks waiting in a queue", labels=["queue"]
         )
+        if gw.settings.broker_is_amqp:
+            try:
+                with Connection(gw.settings.broker, connect_timeout=1) as connection:
+                    channel = connection.channel()
+                    for name in queue_names(gw.celery.conf):
+                        depth = channel.queue_declare(name, passive=True).message_count
+                        family.add_metric([name], depth)
+            except Exception as error:  # noqa: BLE001 - a scrape must answer without the broker
+                log.warning("queue depth unavailable: %s", error)
+            yield family
+            return
         try:
             client = self.app.extensions.get("smsgw_metrics_redis")
             if client is None:
                 client = redis.Redis.from_url(
-                    gw.settings.redis_url, socket_timeout=1, socket_connect_timeout=1
+                    gw.settings.broker, socket_timeout=1, socket_connect_timeout=1
                 )
                 self.app.extensions["smsgw_metrics_redis"] = client
             for name in queue_names(gw.celery.conf):

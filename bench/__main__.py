@@ -1,9 +1,11 @@
 """`make bench`: every benchmark, each beside its baseline measured in the same run.
 
-1. `POST /api/user/sms` under gunicorn, beside a bare Flask endpoint (wrk, 32 connections);
-2. the worker's hand-off to the sandbox, beside a no-op Celery task on the same pool and a
-   floor: one POST to the sandbox
-   (alone: `python -m bench handoff [--latency-ms 0] [--pool threads] [-c 16] [--processes 2]`);
+1. `POST /api/user/sms` under gunicorn, beside a bare Flask endpoint (wrk, 32 connections),
+   with Redis and with RabbitMQ as the broker;
+2. the worker's hand-off to the sandbox, beside a no-op Celery task on the same broker and
+   pool and a floor: one POST to the sandbox; on Redis and on RabbitMQ
+   (alone: `python -m bench handoff [--latency-ms 0] [--pool threads] [-c 16] [--processes 2]
+   [--rabbitmq]`);
 3. campaigns: 202 to every message queued, paced rates, peak memory (bench.campaigns).
 
 `python -m bench data` is a command of its own (loading takes minutes): the send rate,
@@ -36,23 +38,35 @@ def main(argv: list[str] | None = None) -> int:
         return data.main(argv[1:])
     print(f"machine: {machine()}", flush=True)
     rows = []
-    bare, gateway = api_send.run()
-    rows.append(("POST /api/user/sms, req/s (32 conn)", gateway["rate"], bare["rate"], ">= 45%"))
-    per_round = ", ".join(
-        f"{ours / base:.0%}" for ours, base in zip(gateway["rounds"], bare["rounds"], strict=True)
-    )
-    rows.append(
-        (
-            "  p50 / p99 latency, ms",
-            f"{gateway['p50']:.1f} / {gateway['p99']:.1f}",
-            f"{bare['p50']:.1f} / {bare['p99']:.1f}",
-            "p99 < 50",
+    bare, gateway, rabbit = api_send.run()
+    per_round = []
+    for label, row in (("", gateway), (", RabbitMQ", rabbit)):
+        name = f"POST /api/user/sms{label}, req/s"
+        rows.append((name, row["rate"], bare["rate"], ">= 45%"))
+        rows.append(
+            (
+                "  p50 / p99 latency, ms",
+                f"{row['p50']:.1f} / {row['p99']:.1f}",
+                f"{bare['p50']:.1f} / {bare['p99']:.1f}",
+                "p99 < 50",
+            )
         )
-    )
-    for latency, setting, goal in ((0, handoff.FAST, ">= 70%"), (150, handoff.SLOW, ">= 300/s")):
-        noop, post, send = handoff.measure(count=2000, latency_ms=latency, setting=setting)
-        rows.append((f"hand-off, msg/s, sandbox {latency} ms", send["rate"], noop["rate"], goal))
-        rows.append(("  floor: one POST to the sandbox", post["rate"], noop["rate"], "-"))
+        ratios = (
+            f"{ours / base:.0%}" for ours, base in zip(row["rounds"], bare["rounds"], strict=True)
+        )
+        per_round.append(f"{row['what']}: {', '.join(ratios)}")
+    for rabbitmq in (False, True):
+        label = ", RabbitMQ" if rabbitmq else ""
+        for latency, setting, goal in (
+            (0, handoff.FAST, ">= 70%"),
+            (150, handoff.SLOW, ">= 300/s"),
+        ):
+            noop, post, send = handoff.measure(
+                count=2000, latency_ms=latency, setting=setting, rabbitmq=rabbitmq
+            )
+            what = f"hand-off{label}, msg/s, {latency} ms"
+            rows.append((what, send["rate"], noop["rate"], goal))
+            rows.append(("  floor: one POST to the sandbox", post["rate"], noop["rate"], "-"))
     print(f"\n{'measure':38} | {'gateway':>13} | {'baseline':>13} | {'ratio':>6} | goal")
     for what, ours, base, goal in rows:
         if isinstance(ours, float):
@@ -61,13 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{what:38} | {ours:>13} | {base:>13} | {'':>6} | {goal}")
     print(
         f"\nPOST /api/user/sms: medians of {len(bare['rounds'])} alternating rounds;"
-        f" gateway/bare in each: {per_round}"
-        "\nbaselines: a bare Flask endpoint under the same gunicorn; a no-op task, same pool."
+        f" gateway/bare in each, {'; '.join(per_round)}"
+        "\nbaselines: a bare Flask endpoint under the same gunicorn; a no-op task, same broker"
+        " and pool."
         "\nfloor: the least any hand-off must do, one POST to the sandbox and nothing else"
         "\n(bench/noop_worker.py); its ratio is to the same no-op\n",
         flush=True,
     )
-    for row in (bare, gateway):
+    for row in (bare, gateway, rabbit):
         if row["bad"]:
             print(f"warning: {row['what']}: {row['bad']:.0f} answers were not 2xx")
         if row["socket_errors"]:

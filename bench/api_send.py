@@ -3,7 +3,8 @@
 Both apps run under the same gunicorn command; wrk drives each with the same
 connections for the same time. The gateway's requests do everything a real
 send does: auth, validation, pricing, the atomic charge, the commit and the
-enqueue to Redis.
+enqueue, once with Redis as the broker and once with RabbitMQ (a vhost on the
+machine's server; its publishes wait for the broker's confirms).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from pathlib import Path
 import requests
 
 from api.dev import free_port
-from bench.services import BIN, database, gateway_env, process, redis_server, seed_sender
+from bench.services import (
+    BIN,
+    database,
+    gateway_env,
+    process,
+    rabbitmq_vhost,
+    redis_server,
+    seed_sender,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = """
@@ -90,9 +99,11 @@ def _wait_for_app(url: str, seconds: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer in {seconds:.0f} s")
 
 
+# Each configuration: its name, its app, and whether its tasks go through RabbitMQ.
 APPS = (
-    ("bare Flask endpoint", "bench.bare_app:create_app()"),
-    ("POST /api/user/sms", "api.app:create_app()"),
+    ("bare Flask endpoint", "bench.bare_app:create_app()", False),
+    ("POST /api/user/sms", "api.app:create_app()", False),
+    ("POST /api/user/sms, RabbitMQ", "api.app:create_app()", True),
 )
 MEASURES = ("rate", "p50", "p99")
 
@@ -112,10 +123,11 @@ def run(
     """
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
-    runs: dict[str, list[dict]] = {name: [] for name, _ in APPS}
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in APPS}
     with (
         database("smsgw_bench_api") as db_url,
         redis_server() as redis_url,
+        rabbitmq_vhost("smsgw_bench_api") as amqp_url,
         tempfile.TemporaryDirectory() as tmp,
     ):
         number_id, token = seed_sender(db_url)
@@ -124,10 +136,11 @@ def run(
         # One token sends them all: the limiter counts every request, and lets them through.
         env = gateway_env(db_url, redis_url, RATE_LIMIT_PER_MINUTE=str(10**9))
         for _ in range(rounds):
-            for name, app in APPS:
+            for name, app, amqp in APPS:
                 port = free_port()
                 argv, served = gunicorn(app, port, workers, threads)
-                with process(argv, env={**env, **served}, port=port):
+                broker = {"BROKER_URL": amqp_url} if amqp else {}
+                with process(argv, env={**env, **served, **broker}, port=port):
                     url = f"http://127.0.0.1:{port}/api/user/sms"
                     _wait_for_app(url)
                     wrk(url, script, connections=connections, seconds=3)  # warm up every worker

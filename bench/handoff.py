@@ -5,8 +5,10 @@ ready and stops when every task has run (no-op) or every message has its SID
 (send). Besides the rate, each row gives the CPU time spent per message by
 every process involved: the workers, the sandbox, the database's backends
 and server, and Redis; a steadier figure than the rate on a busy machine.
+With `--rabbitmq` the tasks go through RabbitMQ instead of Redis (a vhost of
+the machine's server, whose CPU is not among the groups).
 
-`python -m bench.handoff [--latency-ms 0] [--pool threads] [--processes 2] [-c 16]`
+`python -m bench handoff [--latency-ms 0] [--pool threads] [--processes 2] [-c 16] [--rabbitmq]`
 runs one setting; without arguments it runs the two settings of `make bench`.
 """
 
@@ -35,6 +37,7 @@ from bench.services import (
     database,
     gateway_env,
     process,
+    rabbitmq_vhost,
     redis_server,
     seed_sender,
 )
@@ -179,15 +182,21 @@ def measure(
     setting: Setting | None = None,
     pool: str = "threads",
     concurrency: int = 16,
+    rabbitmq: bool = False,
 ) -> list[dict]:
-    """Return the no-op row, the floor's row and the send row for one worker setting."""
+    """Return the no-op row, the floor's row and the send row for one worker setting.
+
+    With `rabbitmq` all three run on RabbitMQ as the broker; Redis still counts.
+    """
     setting = setting or Setting(pool, concurrency)
     rows = []
     with (
         database("smsgw_bench_handoff") as db_url,
         redis_server() as redis_url,
+        ExitStack() as optional,
         TemporaryDirectory() as tmp,
     ):
+        broker_url = optional.enter_context(rabbitmq_vhost()) if rabbitmq else ""
         number_id, _ = seed_sender(db_url)
         sandbox_port = free_port()
         env = gateway_env(
@@ -195,10 +204,12 @@ def measure(
             redis_url,
             TWILIO_API_BASE=f"http://127.0.0.1:{sandbox_port}",
             WORKER_METRICS_PORT="0",
+            **({"BROKER_URL": broker_url} if broker_url else {}),
         )
         settings = Settings(
             database_url=db_url,
             redis_url=redis_url,
+            broker_url=broker_url,
             twilio_account_sid=ACCOUNT_SID,
             twilio_auth_token=AUTH_TOKEN,
         )
@@ -299,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool")
     parser.add_argument("-c", "--concurrency", type=int)
     parser.add_argument("--processes", type=int)
+    parser.add_argument("--rabbitmq", action="store_true", help="RabbitMQ as the broker")
     args = parser.parse_args(argv)
     print(f"load {os.getloadavg()[0]:.1f} at start", flush=True)
     for latency in args.latency_ms or [0, 150]:
@@ -308,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
             args.concurrency or default.concurrency,
             args.processes or default.processes,
         )
-        print_rows(measure(count=args.count, latency_ms=latency, setting=setting))
+        rows = measure(
+            count=args.count, latency_ms=latency, setting=setting, rabbitmq=args.rabbitmq
+        )
+        print_rows(rows)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Private services for a benchmark run: a fresh database, a redis-server, child processes."""
+"""Private services for a benchmark run: a fresh database, a redis-server, a RabbitMQ vhost,
+child processes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from api.dev import free_port, redis_command, stop_groups, wait_for_port
 from shared import accounts
 from shared.db import make_engine, make_session_factory
 from shared.migrate import upgrade
+from tests.brokers import create_vhost, delete_vhost
 
 BIN = Path(sys.executable).parent
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -59,6 +61,21 @@ def redis_server():
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+@contextmanager
+def rabbitmq_vhost(name: str = "smsgw_bench"):
+    """Yield the URL of a new vhost on the machine's RabbitMQ, deleted afterwards.
+
+    The vhost is named after this process (as the tests' are), so an abandoned one is
+    deleted by the next run of either.
+    """
+    name = f"{name}_{os.getpid()}"
+    url = create_vhost(name)
+    try:
+        yield url
+    finally:
+        delete_vhost(name)
 
 
 def seed_sender(database_url: str, *, balance: str = "1000000", mps: int = 1) -> tuple[int, str]:

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TWILIO_API_BASE = "https://api.twilio.com"
 DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 # Beyond TWILIO_TIMEOUT (a call's whole time), what a claim's lease allows for: the
 # statements around the call, and the clocks of two hosts disagreeing.
 LEASE_MARGIN = 15.0
@@ -33,6 +35,9 @@ class Settings:
     twilio_account_sid: str
     twilio_auth_token: str
     redis_url: str = DEFAULT_REDIS_URL
+    # The Celery broker: Redis (REDIS_URL, the default) or RabbitMQ (amqp://). Redis
+    # keeps the rate limits and the pacing whichever carries the tasks.
+    broker_url: str = ""
     twilio_api_base: str = DEFAULT_TWILIO_API_BASE
     public_base_url: str = DEFAULT_PUBLIC_BASE_URL
     callback_allow_private: bool = False
@@ -57,6 +62,16 @@ class Settings:
         return self.public_base_url.rstrip("/") + "/webhooks/twilio/status"
 
     @property
+    def broker(self) -> str:
+        """Return the Celery broker's URL: BROKER_URL, else REDIS_URL."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        """Return whether the tasks travel through RabbitMQ rather than Redis."""
+        return urlsplit(self.broker).scheme.startswith(AMQP_SCHEMES)
+
+    @property
     def lease_seconds(self) -> float:
         """Return how long a hand-off's claim holds its message: one Twilio call and a margin."""
         return self.twilio_timeout + LEASE_MARGIN
@@ -66,9 +81,18 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _url(env: Mapping[str, str], name: str, default: str | None, schemes: tuple[str, ...]) -> str:
+def _url(
+    env: Mapping[str, str],
+    name: str,
+    default: str | None,
+    schemes: tuple[str, ...],
+    *,
+    required: bool = True,
+) -> str:
     value = env.get(name, "").strip() or default
     if not value:
+        if not required:
+            return ""
         raise SettingsError(f"{name} is required")
     parts = urlsplit(value)
     if parts.scheme.split("+")[0] not in schemes or not (parts.netloc or parts.path):
@@ -153,7 +177,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     return Settings(
         database_url=_url(env, "DATABASE_URL", None, ("postgresql", "sqlite")),
-        redis_url=_url(env, "REDIS_URL", DEFAULT_REDIS_URL, ("redis", "rediss", "unix")),
+        redis_url=_url(env, "REDIS_URL", DEFAULT_REDIS_URL, REDIS_SCHEMES),
+        broker_url=_url(env, "BROKER_URL", "", REDIS_SCHEMES + AMQP_SCHEMES, required=False),
         twilio_account_sid=_required(env, "TWILIO_ACCOUNT_SID", "AC", 34),
         twilio_auth_token=_required(env, "TWILIO_AUTH_TOKEN", "", 0),
         twilio_api_base=_url(env, "TWILIO_API_BASE", DEFAULT_TWILIO_API_BASE, ("http", "https")),

@@ -21,6 +21,7 @@ from api.dev import free_port, redis_command, wait_for_port
 from shared.db import Base, make_engine, make_session_factory
 from shared.migrate import upgrade
 from shared.settings import Settings
+from tests.brokers import create_vhost, delete_vhost, purge_queues
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
 DATABASE_URL = f"{POSTGRES_URL}/smsgw_test_{os.getpid()}"
@@ -72,6 +73,31 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """Return the URL of a vhost of this run's on the machine's RabbitMQ."""
+    name = f"smsgw_test_{os.getpid()}"
+    url = create_vhost(name)
+    yield url
+    delete_vhost(name)
+
+
+@pytest.fixture
+def amqp_settings(settings: Settings, rabbitmq_url: str) -> Settings:
+    """Return the test settings with RabbitMQ as the broker, its queues declared and empty."""
+    ours = settings.with_overrides(broker_url=rabbitmq_url)
+    purge_queues(ours)
+    return ours
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def any_broker(request, settings: Settings) -> Settings:
+    """Return the test settings on each broker the gateway supports, one test run each."""
+    if request.param == "redis":
+        return settings
+    return request.getfixturevalue("amqp_settings")
 
 
 @pytest.fixture(scope="session")

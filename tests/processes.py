@@ -51,8 +51,12 @@ def celery_worker(
     queues: str = "sms,callbacks",
     concurrency: int = 4,
     name: str = "",
+    beat: bool = False,
 ):
-    """Run `celery -A worker.celery_app worker` until the block ends; yield the process."""
+    """Run `celery -A worker.celery_app worker` until the block ends; yield the process.
+
+    With `beat` the worker also runs the periodic jobs (`-B`), as `smsgw dev` does.
+    """
     command = [
         sys.executable,
         "-m",
@@ -72,6 +76,8 @@ def celery_worker(
         "--without-mingle",
         "--without-heartbeat",
     ] + (["-n", name] if name else [])
+    if beat:
+        command += ["-B", "--schedule", str(log.with_suffix(".beat"))]
     with log.open("w") as out:
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
@@ -87,7 +93,7 @@ def gateway_env(**variables: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("TWILIO_", "DATABASE_", "REDIS_", "PUBLIC_"))
+        if not k.startswith(("TWILIO_", "DATABASE_", "REDIS_", "BROKER_", "PUBLIC_"))
     }
     return {**env, **variables}
 
@@ -109,11 +115,17 @@ def stack_env(
     redis_url: str,
     twilio_api_base: str,
     public_base_url: str = "http://gateway.test",
+    broker_url: str = "",
     **extra: str,
 ) -> dict[str, str]:
-    """Return the environment of a gateway process wired to the test database, Redis and sandbox."""
+    """Return the environment of a gateway process wired to the test database, Redis and sandbox.
+
+    `broker_url` names another broker than Redis (RabbitMQ) for the tasks.
+    """
     from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 
+    if broker_url:
+        extra["BROKER_URL"] = broker_url
     return gateway_env(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
 from shared.settings import Settings
@@ -22,6 +22,44 @@ QUEUES = (SEND_QUEUE, CAMPAIGN_QUEUE, CALLBACK_QUEUE)
 # retry countdown, or a task waiting for its retry would run twice.
 VISIBILITY_TIMEOUT = 2 * 60 * 60
 MAX_COUNTDOWN = 15 * 60
+# On RabbitMQ the queues are durable classic queues, and every task is persistent: the
+# broker confirms a publish once the task is on disk, and it survives a broker restart.
+# Not quorum queues: a countdown there waits in Celery's native delayed-delivery
+# queues, which count whole seconds and refuse less than one, and a campaign's
+# dispatcher passes come every 0.1 to 1 s. On classic queues a countdown waits,
+# unacknowledged, in the worker that fetched it, and goes back to the queue at once
+# if that worker dies; the longest (MAX_COUNTDOWN) stays inside RabbitMQ's
+# consumer timeout (30 minutes by default). On one node a quorum queue's
+# replication adds nothing, and PostgreSQL, not the broker, is the record of what
+# must be sent: the requeue and the take-over refill a lost task.
+QUEUE_TYPE = "classic"
+
+
+def task_queues(settings: Settings) -> tuple[Queue, ...]:
+    """Return the gateway's queues as the broker in `settings` declares them."""
+    if not settings.broker_is_amqp:
+        return tuple(Queue(name) for name in QUEUES)
+    return tuple(
+        Queue(
+            name,
+            Exchange(name, type="direct", durable=True),
+            routing_key=name,
+            durable=True,
+            queue_arguments={"x-queue-type": QUEUE_TYPE},
+        )
+        for name in QUEUES
+    )
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_is_amqp:
+        # Every publish waits until the broker has the task on disk (a nack raises).
+        return {"confirm_publish": True}
+    return {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+    }
 
 
 def _reuse_redis_clients() -> None:
@@ -100,7 +138,7 @@ def make_celery(settings: Settings) -> Celery:
         "worker.tasks.campaigns",
         "worker.tasks.maintenance",
     ]
-    app = Celery("smsgw", broker=settings.redis_url, include=tasks)
+    app = Celery("smsgw", broker=settings.broker, include=tasks)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -109,9 +147,15 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # After a lost broker connection Celery lowers the prefetch and raises it again
+        # from each finished task's acknowledgement: under `-P threads` that is a pool
+        # thread's `basic.qos`, waiting for its answer on the connection the consumer
+        # reads, and a worker hung at full CPU after a RabbitMQ restart. Prefetch is 1 a
+        # thread anyway.
+        worker_enable_prefetch_count_reduction=False,
         task_default_queue=SEND_QUEUE,
         # A worker started without -Q consumes all three; -Q sms,campaign,callbacks says the same.
-        task_queues=tuple(Queue(name) for name in QUEUES),
+        task_queues=task_queues(settings),
         task_routes={
             "send_message": {"queue": SEND_QUEUE},
             "expand_campaign": {"queue": CAMPAIGN_QUEUE},
@@ -128,11 +172,8 @@ def make_celery(settings: Settings) -> Celery:
                 )
             },
         },
-        broker_transport_options={
-            "visibility_timeout": VISIBILITY_TIMEOUT,
-            "socket_connect_timeout": 2,
-            "socket_timeout": 5,
-        },
+        broker_transport_options=_transport_options(settings),
+        broker_connection_timeout=2,
         # A request must not hang while the broker is down: fail fast, answer 500.
         task_publish_retry_policy={
             "max_retries": 2,

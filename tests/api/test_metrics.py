@@ -112,3 +112,25 @@ def test_send_groups_count_every_send_once(app, account):
     )
     assert sends == 20  # each send in exactly one group
     assert 1 <= groups <= 20
+
+
+def test_queue_depth_on_rabbitmq(amqp_settings, account):
+    from api.app import create_app
+    from tests.brokers import queue_length
+
+    app = create_app(amqp_settings)
+    try:
+        client = app.test_client()
+        _, token, number_id = account
+        for n in range(3):
+            sent = client.post(
+                "/api/user/sms",
+                headers=auth(token),
+                json={"from": number_id, "to": "+14155550123", "body": f"Hi {n}"},
+            )
+            assert sent.status_code == 201, sent.get_json()
+        text = scrape(client)
+    finally:
+        app.extensions["smsgw"].close()
+    assert metric(text, "smsgw_queue_depth", queue="sms") == queue_length(amqp_settings, "sms") == 3
+    assert metric(text, "smsgw_queue_depth", queue="callbacks") == 0

@@ -12,7 +12,7 @@ with no periodic job. One that met it after Twilio took the message, while
 storing the SID, is left `in_flight` for the reconciler, which adopts it by
 lookup: the test calls it directly, on short ages, as its beat job never looks
 at a message younger than 16 minutes (and sends `requeue_stale_messages`
-too, as beat would).
+too, as beat would). It runs on each broker.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ HANDED_OFF = ("sending", "sent", "delivered")
 
 
 @pytest.mark.timeout(240)
-def test_api_and_worker_ride_out_a_postgres_restart(settings, sandbox, tmp_path):
+def test_api_and_worker_ride_out_a_postgres_restart(any_broker, sandbox, tmp_path):
     _server, sandbox_url = sandbox
     postgres = PostgresServer(free_port())
     redis = RedisServer(free_port(), tmp_path)
     api = make_server("127.0.0.1", 0, None, threaded=True)
     base = f"http://127.0.0.1:{api.server_port}"
-    ours = settings.with_overrides(
+    ours = any_broker.with_overrides(
         database_url=postgres.url,
         redis_url=redis.url,
         twilio_api_base=sandbox_url,
@@ -75,6 +75,7 @@ def test_api_and_worker_ride_out_a_postgres_restart(settings, sandbox, tmp_path)
         env = stack_env(
             database_url=postgres.url,
             redis_url=redis.url,
+            broker_url=ours.broker_url,
             twilio_api_base=sandbox_url,
             public_base_url=base,
             REQUEUE_AFTER_SECONDS="2",

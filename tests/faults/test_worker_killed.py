@@ -5,6 +5,8 @@ for a kill), Twilio got each message once, and every ledger sums to its
 balance. The periodic jobs that settle what a dead worker left behind (the
 requeue of queued messages, the take-over of lapsed hand-offs) are run here
 by the test as beat runs them: at beat's periods, with the settings' ages.
+It runs on each broker: on Redis a dead worker's tasks stay unacknowledged
+until the sweeps replace them; on RabbitMQ they go back to the queue at once.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ TAKE_OVER_PERIOD = BEAT_SCHEDULE["take-over-messages"]["schedule"]
 
 @pytest.mark.timeout(420)
 def test_killed_workers_lose_and_double_nothing(
-    session, session_factory, settings, database_url, redis_url, tmp_path
+    session, session_factory, any_broker, database_url, redis_url, tmp_path
 ):
     sandbox, sandbox_url = start_in_thread(
         port=free_port(),
@@ -54,7 +56,7 @@ def test_killed_workers_lose_and_double_nothing(
         seed=3,
     )
     api = make_server("127.0.0.1", 0, None, threaded=True)
-    ours = settings.with_overrides(
+    ours = any_broker.with_overrides(
         public_base_url=f"http://127.0.0.1:{api.server_port}", twilio_api_base=sandbox_url
     )
     api.app = create_app(ours)
@@ -81,6 +83,7 @@ def test_killed_workers_lose_and_double_nothing(
         redis_url=redis_url,
         twilio_api_base=sandbox_url,
         public_base_url=ours.public_base_url,
+        broker_url=ours.broker_url,
     )
     rng = random.Random(11)
 
@@ -130,7 +133,7 @@ def test_killed_workers_lose_and_double_nothing(
             # Settled within two minutes of the last kill, the last worker's start included.
             wait_until(settle, seconds=120, what="every message delivered", log=log)
             settled_after = time.monotonic() - last_kill
-            print(f"every message delivered {settled_after:.0f} s after the last kill")
+            print(f"{ours.broker}: all delivered {settled_after:.0f} s after the last kill")
         received = requests.get(f"{sandbox_url}/_sandbox/messages", timeout=10).json()["messages"]
     finally:
         api.shutdown()

@@ -2,7 +2,9 @@
 
 Docker does not run here, so `stack` reads docker-compose.yml and starts every
 service's command through the image's entrypoint, with the compose environment
-pointed at a fresh database, the test Redis and free ports.
+pointed at a fresh database, the test Redis and free ports: once with Redis as
+the broker, once with RabbitMQ (the "rabbitmq" profile's BROKER_URL, here a
+vhost of its own on the machine's RabbitMQ).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from api.dev import free_port, wait_for_port
+from tests.brokers import create_vhost, delete_vhost
 from tests.conftest import _admin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,11 +119,11 @@ def service_env(spec: dict, base: dict[str, str]) -> dict[str, str]:
     return {**env, **base}
 
 
-@pytest.fixture(scope="session")
-def compose_database(database_url: str) -> Iterator[str]:
+@contextmanager
+def compose_database(database_url: str, broker: str) -> Iterator[str]:
     """An empty database for the stack: its migrate step must build the schema."""
     url = make_url(database_url)
-    name = f"{url.database}_compose"
+    name = f"{url.database}_compose_{broker}"
     admin = _admin()
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -142,9 +146,31 @@ SERVICES = (
 )
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory, redis_url: str, compose_database: str) -> Iterator[Stack]:
+@contextmanager
+def compose_broker(broker: str, redis_url: str) -> Iterator[dict[str, str]]:
+    """Return the stack's broker settings: a Redis database, or a RabbitMQ vhost, of its own."""
+    redis_env = {"REDIS_URL": redis_url.rsplit("/", 1)[0] + "/5"}
+    if broker == "redis":
+        yield redis_env
+        return
+    vhost = f"smsgw_compose_{os.getpid()}"
+    try:
+        yield {**redis_env, "BROKER_URL": create_vhost(vhost)}
+    finally:
+        delete_vhost(vhost)
+
+
+@pytest.fixture(scope="session", params=["redis", "rabbitmq"])
+def stack(request, tmp_path_factory, redis_url: str, database_url: str) -> Iterator[Stack]:
     """Start every compose service's command (migrate first), and wait for their ports."""
+    with (
+        compose_database(database_url, request.param) as database,
+        compose_broker(request.param, redis_url) as broker,
+    ):
+        yield from _stack(tmp_path_factory, database, broker)
+
+
+def _stack(tmp_path_factory, compose_database: str, broker: dict[str, str]) -> Iterator[Stack]:
     services = compose()["services"]
     names = ("api", "flower", "sandbox", "worker", "campaign", "callbacks")
     ports = {name: free_port() for name in names}
@@ -152,7 +178,7 @@ def stack(tmp_path_factory, redis_url: str, compose_database: str) -> Iterator[S
         "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "HOME": os.environ.get("HOME", "/tmp"),
         "DATABASE_URL": compose_database,
-        "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/5",
+        **broker,
         "SANDBOX_URL": f"http://127.0.0.1:{ports['sandbox']}",
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['api']}",
         "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}",

@@ -38,6 +38,16 @@ def test_compose_file_has_every_service_and_its_guarantees():
     for name in ("api", "worker", "worker-campaign", "worker-callbacks", "flower", "redis"):
         assert services[name]["healthcheck"]["test"], name
     assert services["sandbox"]["profiles"] == ["sandbox"]
+    # RabbitMQ as the broker: its own profile, its data on a volume, healthy before the app.
+    assert services["rabbitmq"]["profiles"] == ["rabbitmq"]
+    assert any(v.endswith(":/var/lib/rabbitmq") for v in services["rabbitmq"]["volumes"])
+    assert services["rabbitmq"]["healthcheck"]["test"]
+    assert services["api"]["environment"]["BROKER_URL"] == "${BROKER_URL:-}"
+    for name in ("api", "worker", "beat", "flower"):
+        assert services[name]["depends_on"]["rabbitmq"] == {
+            "condition": "service_healthy",
+            "required": False,
+        }, name
     # The workers consume every queue the Celery configuration routes to.
     consumed = set()
     for name in ("worker", "worker-campaign", "worker-callbacks"):

@@ -22,6 +22,16 @@ def test_defaults():
     assert settings.status_callback_base == "http://127.0.0.1:8000/webhooks/twilio/status"
     assert settings.message_retention_days == 0
     assert load_settings({**GOOD, "MESSAGE_RETENTION_DAYS": "90"}).message_retention_days == 90
+    assert settings.broker == settings.redis_url and not settings.broker_is_amqp
+
+
+def test_broker_url_names_rabbitmq_and_redis_stays_for_limits():
+    env = {**GOOD, "BROKER_URL": "amqp://guest:guest@mq:5672//", "REDIS_URL": "redis://r:6379/1"}
+    settings = load_settings(env)
+    assert settings.broker == "amqp://guest:guest@mq:5672//" and settings.broker_is_amqp
+    assert settings.redis_url == "redis://r:6379/1"
+    redis_broker = load_settings({**GOOD, "BROKER_URL": "redis://b:6379/2"})
+    assert redis_broker.broker == "redis://b:6379/2" and not redis_broker.broker_is_amqp
 
 
 @pytest.mark.parametrize(
@@ -32,6 +42,8 @@ def test_defaults():
         ({"TWILIO_ACCOUNT_SID": "XY123"}, "TWILIO_ACCOUNT_SID must be AC"),
         ({"TWILIO_AUTH_TOKEN": " "}, "TWILIO_AUTH_TOKEN is required"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL must be a URL"),
+        ({"REDIS_URL": "amqp://x"}, "REDIS_URL must be a URL"),
+        ({"BROKER_URL": "kafka://x"}, "BROKER_URL must be a URL"),
         ({"TWILIO_API_BASE": "ftp://x"}, "TWILIO_API_BASE must be a URL"),
         ({"CALLBACK_ALLOW_PRIVATE": "maybe"}, "CALLBACK_ALLOW_PRIVATE must be true or false"),
         ({"TWILIO_TIMEOUT": "-1"}, "TWILIO_TIMEOUT must be positive"),
