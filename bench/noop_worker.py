@@ -23,7 +23,8 @@ _http = urllib3.PoolManager(maxsize=64)
 def _done() -> None:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(celery_app.conf.broker_url)
+        # Redis counts, whichever broker carries the tasks.
+        _client = redis.Redis.from_url(celery_app.gateway_settings.redis_url)
     _client.incr(DONE_KEY)
 
 
