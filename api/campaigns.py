@@ -95,6 +95,14 @@ class CampaignOne(BaseModel):
     data: CampaignOut
 
 
+def _refuse_schedule() -> None:
+    """Refuse a schedule on a campaign, rather than send now what was meant for later."""
+    given = request.form if request.mimetype == "multipart/form-data" else json_body()
+    for name in ("send_at", "quiet_hours", "validity_period"):
+        if given.get(name) is not None:
+            raise ApiError(400, f"The {name} field is not supported for campaigns yet")
+
+
 @bp.post("")
 @document(
     "Send a templated SMS to many recipients",
@@ -109,6 +117,7 @@ def create():
     request.max_content_length = limit
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "Request body too large")
+    _refuse_schedule()
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("recipients")
         if upload is None:

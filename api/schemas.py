@@ -34,6 +34,33 @@ class SendSms(BaseModel):
     status_callback: StrictStr | None = Field(
         default=None, description="http(s) URL told of every status change"
     )
+    # Checked by `shared.scheduling` for the contract's own messages: typed loosely here.
+    send_at: Any = Field(
+        default=None,
+        description="Hand it to Twilio at this time, not now: ISO 8601 with an offset, or"
+        " `YYYY-MM-DD HH:MM:SS` (UTC); up to 35 days ahead, up to 5 minutes past means now",
+        json_schema_extra={"type": ["string", "null"], "examples": ["2026-12-24T09:00:00+01:00"]},
+    )
+    quiet_hours: Any = Field(
+        default=None,
+        description="Never hand it over while the recipient's local time is in [start, end)"
+        " (the window may cross midnight)",
+        json_schema_extra={
+            "type": ["object", "null"],
+            "properties": {
+                "start": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+                "end": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+            },
+            "required": ["start", "end"],
+            "examples": [{"start": "21:00", "end": "08:00"}],
+        },
+    )
+    validity_period: Any = Field(
+        default=None,
+        description="Seconds, 1 to 36000: not handed to Twilio within this long after its"
+        " send time, it fails with `Validity period expired` and is refunded",
+        json_schema_extra={"type": ["integer", "null"], "minimum": 1, "maximum": 36000},
+    )
 
 
 def json_body() -> dict[str, Any]:
@@ -109,6 +136,10 @@ class MessageOut(BaseModel):
     error_code: int | None
     error_message: str | None
     campaign_id: int | None
+    send_at: str | None = Field(
+        description="UTC time it is due (its send_at, or the end of its quiet hours), or null"
+    )
+    validity_period: int | None
     created_at: str = Timestamp
     updated_at: str = Timestamp
 
@@ -123,6 +154,13 @@ class SmsQueued(BaseModel):
 class SmsOne(BaseModel):
     """One message."""
 
+    data: MessageOut
+
+
+class SmsCanceled(BaseModel):
+    """The message was canceled and refunded."""
+
+    message: str
     data: MessageOut
 
 

@@ -31,6 +31,8 @@ def message_json(message: Message) -> dict[str, Any]:
         "error_code": message.error_code,
         "error_message": message.error_message,
         "campaign_id": message.campaign_id,
+        "send_at": timestamp(message.send_at),
+        "validity_period": message.validity_period,
         "created_at": timestamp(message.created_at),
         "updated_at": timestamp(message.updated_at),
     }

@@ -27,6 +27,7 @@ from api.openapi import document
 from api.schemas import (
     ErrorOut,
     SendSms,
+    SmsCanceled,
     SmsOne,
     SmsPage,
     SmsQuery,
@@ -39,7 +40,7 @@ from api.serialize import message_json
 from shared import listing, logs
 from shared.accounts import hash_token
 from shared.callback_urls import check_callback_url
-from shared.db import MAX_ID
+from shared.db import MAX_ID, utcnow
 from shared.messaging import (
     STATUSES,
     Rejected,
@@ -49,6 +50,8 @@ from shared.messaging import (
     prepare_send,
 )
 from shared.models import Message
+from shared.release import NotCancelable, cancel_message
+from shared.scheduling import Schedule
 
 bp = Blueprint("sms", __name__, url_prefix="/api/user")
 bp.before_request(require_user)
@@ -68,8 +71,9 @@ def send():
 
     Without an Idempotency-Key the process's committer checks the token,
     counts the rate limit, accepts and queues the send together with the
-    others waiting (`api.committer`). A send it does not accept is
-    authenticated and decided here, alone, with the contract's answer.
+    others waiting (`api.committer`). A send it does not accept, and one with
+    a schedule (`send_at`, `quiet_hours`, `validity_period`), is authenticated
+    and decided here, alone, with the contract's answer.
     """
     token = bearer_token()
     gw = gateway()
@@ -81,8 +85,11 @@ def send():
     except ApiError:
         authenticate(token)  # a bad token is a 401 whatever the body holds
         raise
+    if fields["schedule"] is not None:
+        authenticate_and_count(token)
+        return _send_alone(gw, None, fields)
     token_hash = hash_token(token)
-    prepared = prepare_send(token_hash=token_hash, **fields)
+    prepared = prepare_send(token_hash=token_hash, **_plain(fields))
     if prepared is None:  # `to` is no number: which check fails first is decided alone
         authenticate_and_count(token)
         return _send_alone(gw, None, fields)
@@ -111,9 +118,27 @@ def _send_fields(gw: Gateway) -> dict:
         raise ApiError(400, rejected.message) from None
     if not 1 <= req.from_ <= MAX_ID:
         raise ApiError(400, "From number not found")
+    try:
+        schedule = Schedule.parse(
+            send_at=req.send_at,
+            quiet_hours=req.quiet_hours,
+            validity_period=req.validity_period,
+            now=utcnow(),
+        )
+    except Rejected as rejected:
+        raise ApiError(400, rejected.message) from None
     return dict(
-        phone_number_id=req.from_, to=req.to, body=req.body, status_callback=callback or None
+        phone_number_id=req.from_,
+        to=req.to,
+        body=req.body,
+        status_callback=callback or None,
+        schedule=schedule,
     )
+
+
+def _plain(fields: dict) -> dict:
+    """Return a send's fields without its schedule: what the committer's statement takes."""
+    return {name: value for name, value in fields.items() if name != "schedule"}
 
 
 def _send_alone(gw: Gateway, key: str | None, fields: dict | None = None) -> ResponseReturnValue:
@@ -137,6 +162,8 @@ def _send_alone(gw: Gateway, key: str | None, fields: dict | None = None) -> Res
         if earlier is None:
             raise
         return earlier
+    if message.status == "scheduled":  # released when it is due (shared.release)
+        return _accepted(message.id, answer)
     try:
         gw.enqueue_send(message.id)
     except Exception as exc:  # the broker is down: undo the charge, say so
@@ -177,8 +204,8 @@ def _accept_in_session(
     """
     with gw.sessions() as session:
         message = None
-        if gw.committer is not None and key is not None:
-            prepared = prepare_send(token_hash=hash_token(bearer_token()), **fields)
+        if gw.committer is not None and key is not None and fields["schedule"] is None:
+            prepared = prepare_send(token_hash=hash_token(bearer_token()), **_plain(fields))
             if prepared is not None:
                 message = accept_many(session.connection(), [prepared])[0]
         if message is None:
@@ -208,6 +235,25 @@ def show(message_id: int):
     if message is None:
         raise ApiError(404, "SMS not found")
     return {"data": message_json(message)}
+
+
+@bp.post("/sms/<int:message_id>/cancel")
+@document(
+    "Cancel a message no worker has taken yet (scheduled or queued), refunding it",
+    responses={200: SmsCanceled, 404: ErrorOut, 409: ErrorOut},
+)
+def cancel(message_id: int):
+    """Cancel and refund one of the user's scheduled or queued messages."""
+    with gateway().sessions() as session:
+        try:
+            message = cancel_message(session, user_id=g.user_id, message_id=message_id)
+        except NotCancelable:
+            raise ApiError(409, "SMS can no longer be canceled") from None
+        if message is None:
+            raise ApiError(404, "SMS not found")
+        session.commit()
+        log.info("message canceled", extra={"message_id": message_id})
+        return {"message": "SMS canceled", "data": message_json(message)}
 
 
 @bp.get("/sms")

@@ -150,7 +150,15 @@ WHERE m.id = s.id;
 class InstantTwilio:
     """Twilio for the reconciliation pass: reports every SID it is asked for delivered."""
 
-    def send(self, *, to: str, from_: str, body: str, status_callback: str) -> Sent:
+    def send(
+        self,
+        *,
+        to: str,
+        from_: str,
+        body: str,
+        status_callback: str,
+        validity_period: int | None = None,
+    ) -> Sent:
         raise AssertionError("reconciliation never sends")
 
     def find(self, **_: object) -> Sent | None:

@@ -31,7 +31,10 @@ def set_config() -> Response | tuple[Response, int]:
 def all_messages() -> Response:
     """Answer every message received, oldest first, and every rejected create."""
     sandbox = current_app.extensions["sandbox"]
-    messages = [{**m.to_json(), "status_callback": m.status_callback} for m in sandbox.store.all()]
+    messages = [
+        {**m.to_json(), "status_callback": m.status_callback, "validity_period": m.validity_period}
+        for m in sandbox.store.all()
+    ]
     return jsonify({"messages": messages, "rejected": sandbox.rejected()})
 
 

@@ -115,6 +115,7 @@ def create_message(account_sid: str) -> tuple[Response, int]:
     if sandbox.chance(config.rate_undelivered):
         code = sandbox.choice(sorted(errors.UNDELIVERED))
         outcome = (code, errors.UNDELIVERED[code])
+    validity = form.get("ValidityPeriod", "")
     message = sandbox.store.create(
         account_sid=account_sid,
         to=to,
@@ -122,6 +123,7 @@ def create_message(account_sid: str) -> tuple[Response, int]:
         body=body,
         status_callback=form.get("StatusCallback") or None,
         service_sid=service_sid or None,
+        validity_period=int(validity) if validity.isdigit() else None,
     )
     sandbox.lifecycle.start(message.sid, config, outcome, posts=message.status_callback is not None)
     if config.slow_ms and sandbox.chance(config.rate_slow):

@@ -65,6 +65,8 @@ class Message:
     price: str | None = None
     error_code: int | None = None
     error_message: str | None = None
+    # Seconds the client allowed it to wait in the queue (ValidityPeriod), if it said.
+    validity_period: int | None = None
 
     def uri(self) -> str:
         """Return the message's URI relative to the API host."""
@@ -113,6 +115,7 @@ class MessageStore:
         body: str,
         status_callback: str | None,
         service_sid: str | None,
+        validity_period: int | None = None,
     ) -> Message:
         """Create, keep and return a queued message; date_sent is set right away."""
         created = now()
@@ -123,6 +126,7 @@ class MessageStore:
             from_=from_,
             body=body,
             status_callback=status_callback,
+            validity_period=validity_period,
             messaging_service_sid=service_sid,
             date_created=created,
             date_sent=created,

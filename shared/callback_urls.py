@@ -6,7 +6,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from shared.messaging import Rejected
+from shared.errors import Rejected
 
 INVALID = "Invalid status_callback URL"
 

@@ -27,6 +27,7 @@ Everything else (callbacks to write, lookups, failures) goes through the ORM.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -47,6 +48,8 @@ from shared.providers import (
     TransientError,
     UnknownOutcome,
 )
+from shared.release import expire
+from shared.scheduling import MAX_VALIDITY
 from shared.settings import DEFAULT_LEASE, LEASE_MARGIN
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,8 @@ _CLAIM_PENDING = (
             Message.status == "sending",
             and_(Message.status == "queued", Message.status_callback.is_(None)),
         ),
+        # Past its validity a message is failed, never sent: the ORM path expires it.
+        or_(Message.valid_until.is_(None), Message.valid_until > bindparam("now")),
     )
     .values(
         handoff="in_flight",
@@ -90,7 +95,7 @@ _CLAIM_PENDING = (
         handoff_at=bindparam("now"),
         lease_until=bindparam("lease_until"),
     )
-    .returning(Message.user_id, Message.to, Message.from_number, Message.body)
+    .returning(Message.user_id, Message.to, Message.from_number, Message.body, Message.valid_until)
 )
 _STORE_SID = (
     update(Message)
@@ -113,7 +118,15 @@ class _Claim:
     handoff_at: datetime
     previous: str
     lease_until: datetime
+    valid_until: datetime | None = None
     claimed: float = field(default_factory=time.monotonic)
+
+    def validity_left(self) -> int | None:
+        """Return the whole seconds of its validity period left, for Twilio's ValidityPeriod."""
+        if self.valid_until is None:
+            return None
+        left = (self.valid_until - utcnow()).total_seconds()
+        return max(1, min(MAX_VALIDITY, math.ceil(left)))
 
 
 def hand_off(
@@ -154,6 +167,7 @@ def hand_off(
             from_=claim.from_,
             body=claim.body,
             status_callback=f"{status_callback_base}?message_id={claim.id}",
+            validity_period=claim.validity_left(),
         )
     except PermanentError as error:
         return _fail(session_factory, message_id, error.code, error.message, error)
@@ -263,8 +277,10 @@ def _claim(
         params = {"message_id": message_id, "now": now, "lease_until": lease_until}
         row = execute_once(session_factory, _CLAIM_PENDING, params)
         if row is not None:
-            user_id, to, from_number, body = row
-            return _Claim(message_id, user_id, to, from_number, body, now, "pending", lease_until)
+            user_id, to, from_number, body, valid_until = row
+            return _Claim(
+                message_id, user_id, to, from_number, body, now, "pending", lease_until, valid_until
+            )
     return _claim_locked(session_factory, message_id, allowed, lease_until)
 
 
@@ -282,6 +298,11 @@ def _claim_locked(
             log.info("message %s: not handed off (%s)", message_id, state)
             return None
         previous, now = message.handoff, utcnow()
+        if previous == "pending" and message.valid_until and message.valid_until <= now:
+            expire(session, message=message)  # never called Twilio: safe to fail
+            session.commit()
+            log.info("message %s: validity period expired before its hand-off", message_id)
+            return None
         values: dict[str, object] = {
             "handoff": "in_flight",
             "status": "sending",
@@ -318,6 +339,7 @@ def _claim_locked(
             handoff_at,
             previous,
             lease_until,
+            message.valid_until,
         )
 
 

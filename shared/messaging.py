@@ -14,27 +14,40 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Row, select
 from sqlalchemy.orm import Session
 
-from shared import billing
+from shared import billing, user_callbacks
 from shared.db import utcnow
+from shared.errors import Rejected
 from shared.models import Message, OptOut, PhoneNumber, Price
 from shared.money import cost
+from shared.scheduling import Schedule, timing
 from shared.segments import count_segments
+
+__all__ = ["Rejected"]  # the domain's refusal, raised by every check here
 
 MAX_BODY_CHARS = 300
 
 # Every status a message can have, as lists and filters name them.
-STATUSES = ("queued", "sending", "sent", "delivered", "undelivered", "failed", "canceled")
+STATUSES = (
+    "scheduled",
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "canceled",
+)
 # Statuses in the order a message moves through them; finals never change.
-RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "undelivered": 3, "failed": 3}
+RANK = {
+    "scheduled": -1,
+    "queued": 0,
+    "sending": 1,
+    "sent": 2,
+    "delivered": 3,
+    "undelivered": 3,
+    "failed": 3,
+}
 FINAL = frozenset({"delivered", "undelivered", "failed", "canceled"})
-
-
-class Rejected(Exception):
-    """A send refused for a reason the user can fix; `message` is the contract's text."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def is_unicode_text(text: str) -> bool:
@@ -109,11 +122,14 @@ def accept_message(
     to: str,
     body: str,
     status_callback: str | None = None,
+    schedule: Schedule | None = None,
 ) -> Message:
-    """Check, price and charge one message, and write it as `queued`.
+    """Check, price and charge one message, and write it as `queued`, or `scheduled`.
 
     Only flushes: the caller commits the message and its ledger row together
-    and enqueues the hand-off after the commit.
+    and enqueues the hand-off after the commit (a `scheduled` one is released
+    when it is due: `shared.release`). A scheduled message with a status
+    callback has its `scheduled` event written with it.
     """
     now = utcnow()
     number = sender_number(session, user_id=user_id, phone_number_id=phone_number_id, now=now)
@@ -136,12 +152,20 @@ def accept_message(
         created_at=now,
         updated_at=now,
     )
+    if schedule is not None:
+        when = timing(schedule, to=recipient, now=now)
+        message.status = "scheduled" if when.send_at is not None else "queued"
+        message.send_at = when.send_at
+        message.validity_period = schedule.validity_period
+        message.valid_until = when.valid_until
     session.add(message)
     session.flush()
     try:
         billing.charge(session, user_id=user_id, amount=message.total_cost, message_id=message.id)
     except billing.InsufficientBalance:
         raise Rejected("Insufficient balance") from None
+    if message.status == "scheduled":
+        user_callbacks.emit(session, message=message, enqueue=False)
     return message
 
 
@@ -239,7 +263,8 @@ _ACCEPT_MANY = """
         FROM accepted a ORDER BY a.ord
         RETURNING id, user_id, phone_number_id, from_number, "to", body, segments, encoding,
             segment_price, total_cost, status, handoff, attempts, sms_sid, error_code,
-            error_message, status_callback, handoff_at, campaign_id, created_at, updated_at
+            error_message, status_callback, handoff_at, campaign_id, send_at, validity_period,
+            created_at, updated_at
     ), ledger AS (
         INSERT INTO ledger_entries (user_id, amount, kind, message_id, created_at)
         SELECT m.user_id, -m.total_cost, 'charge', m.id, %(now)s FROM message m ORDER BY m.id

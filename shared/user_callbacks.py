@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.callback_urls import check_callback_url
 from shared.db import utcnow
-from shared.messaging import Rejected
+from shared.errors import Rejected
 from shared.models import Message, User, UserCallback
 
 log = logging.getLogger(__name__)

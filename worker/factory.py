@@ -94,6 +94,12 @@ _reuse_redis_clients()
 
 # The periodic jobs `celery -A worker.celery_app beat` runs.
 BEAT_SCHEDULE = {
+    # Scheduled messages are handed over within a few seconds of being due.
+    "release-scheduled": {
+        "task": "release_scheduled",
+        "schedule": 1.0,
+        "options": {"expires": 1},
+    },
     # Crash recovery: a queued message nobody took, and a hand-off whose lease ran out,
     # are enqueued again within seconds of being due (README, "Crash recovery").
     "requeue-stale-messages": {
@@ -137,6 +143,7 @@ def make_celery(settings: Settings) -> Celery:
         "worker.tasks.delivery",
         "worker.tasks.campaigns",
         "worker.tasks.maintenance",
+        "worker.tasks.scheduling",
     ]
     app = Celery("smsgw", broker=settings.broker, include=tasks)
     app.conf.update(
@@ -169,6 +176,7 @@ def make_celery(settings: Settings) -> Celery:
                     "take_over_messages",
                     "requeue_stale_messages",
                     "purge_messages",
+                    "release_scheduled",
                 )
             },
         },

@@ -47,6 +47,14 @@ class Message(Base):
             "id",
             where="campaign_id IS NOT NULL",
         ),
+        # The release of scheduled messages as they come due, and the expiry of those
+        # whose validity period ran out before they were handed over.
+        partial_index("ix_messages_scheduled_send_at", "send_at", where="status = 'scheduled'"),
+        partial_index(
+            "ix_messages_waiting_valid_until",
+            "valid_until",
+            where="valid_until IS NOT NULL AND status IN ('scheduled', 'queued')",
+        ),
         # A campaign sends once to each recipient, whatever the uploaded duplicates.
         partial_index(
             "uq_messages_campaign_id_to",
@@ -76,6 +84,11 @@ class Message(Base):
     status_callback: Mapped[str | None] = mapped_column(Text, default=None)
     handoff_at: Mapped[datetime | None] = mapped_column(default=None)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    # When a `scheduled` message is due (its send_at, or the end of its quiet hours).
+    send_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Seconds it may wait from its send time; past `valid_until` it is failed, never sent.
+    validity_period: Mapped[int | None] = mapped_column(Integer, default=None)
+    valid_until: Mapped[datetime | None] = mapped_column(default=None)
     campaign_id: Mapped[int | None] = mapped_column(
         ForeignKey("campaigns.id", ondelete="CASCADE"), default=None
     )

@@ -61,8 +61,19 @@ class Fetched:
 class Provider(Protocol):
     """What the gateway needs from an SMS provider."""
 
-    def send(self, *, to: str, from_: str, body: str, status_callback: str) -> Sent:
-        """Create one message; raise TransientError, PermanentError or UnknownOutcome."""
+    def send(
+        self,
+        *,
+        to: str,
+        from_: str,
+        body: str,
+        status_callback: str,
+        validity_period: int | None = None,
+    ) -> Sent:
+        """Create one message; raise TransientError, PermanentError or UnknownOutcome.
+
+        `validity_period`: seconds the provider may keep it queued before giving up on it.
+        """
         ...
 
     def find(

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from twilio.base import values
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.rest import Client
 from urllib3.exceptions import (
@@ -57,11 +58,25 @@ class TwilioProvider:
             environment={"TWILIO_EDGE": "", "TWILIO_REGION": ""},
         )
 
-    def send(self, *, to: str, from_: str, body: str, status_callback: str) -> Sent:
+    def send(
+        self,
+        *,
+        to: str,
+        from_: str,
+        body: str,
+        status_callback: str,
+        validity_period: int | None = None,
+    ) -> Sent:
         """Create one message at Twilio and return its SID and Twilio's status."""
+        # The SDK leaves out a parameter that is unset, as Twilio's own default is wanted.
+        validity = values.unset if validity_period is None else validity_period
         with _translated():
             created = self._client.messages.create(
-                to=to, from_=from_, body=body, status_callback=status_callback
+                to=to,
+                from_=from_,
+                body=body,
+                status_callback=status_callback,
+                validity_period=validity,
             )
         return Sent(sid=created.sid, status=created.status or "queued")
 

@@ -75,7 +75,7 @@ def test_list_arguments_out_of_range_are_400(client, account):
         f"before={2**63}": f"The before field must be an integer from 1 to {2**63 - 1}",
         "campaign_id=-1": f"The campaign_id field must be an integer from 1 to {2**63 - 1}",
         "status=nope": "The status field must be one of "
-        "queued, sending, sent, delivered, undelivered, failed, canceled",
+        "scheduled, queued, sending, sent, delivered, undelivered, failed, canceled",
         "page=2": "The page field is gone: lists are paged by limit and before",
         "per_page=20": "The per_page field is gone: lists are paged by limit and before",
     }

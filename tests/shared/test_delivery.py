@@ -97,7 +97,7 @@ class CallbackFirstProvider:
     def __init__(self, session_factory, status: str) -> None:
         self.session_factory, self.status, self.sid = session_factory, status, new_sid()
 
-    def send(self, *, to, from_, body, status_callback):
+    def send(self, *, to, from_, body, status_callback, validity_period=None):
         message_id = int(status_callback.rsplit("=", 1)[1])
         with self.session_factory() as session:
             delivery.apply_callback(
