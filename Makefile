@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create the virtualenv and install the gateway with its dev tools
 
-run: $(STAMP) ## Run API, worker and Twilio sandbox on embedded defaults (smsgw dev)
+run: $(STAMP) ## Run API, worker, beat, Flower and the Twilio sandbox on embedded defaults (smsgw dev)
 	$(BIN)/smsgw dev
 
 test: $(STAMP) ## Run the test suite against the local PostgreSQL and Redis

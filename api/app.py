@@ -55,7 +55,7 @@ def _committer(
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API for the given settings, or for the environment's."""
     settings = settings or settings_or_exit()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format, process=settings.process_name)
     app = Flask(__name__)
     # A larger id than a database id can be is simply not found.
     app.url_map.converters["int"] = RowId

@@ -224,6 +224,7 @@ def sandbox(
 @main.command()
 @click.option("--port", type=int, default=8000, show_default=True, help="API port.")
 @click.option("--sandbox-port", type=int, default=8025, show_default=True)
+@click.option("--flower-port", type=int, default=5555, show_default=True, help="Flower's port.")
 @click.option(
     "--data-dir",
     type=click.Path(),
@@ -231,10 +232,12 @@ def sandbox(
     show_default=True,
     help="Where the SQLite database and Redis files live.",
 )
-def dev(port: int, sandbox_port: int, data_dir: str) -> None:
+def dev(port: int, sandbox_port: int, flower_port: int, data_dir: str) -> None:
     """Run API, worker and Twilio sandbox together, with a seeded demo account."""
     from pathlib import Path
 
     from api.dev import run
 
-    raise SystemExit(run(port=port, sandbox_port=sandbox_port, data_dir=Path(data_dir)))
+    raise SystemExit(
+        run(port=port, sandbox_port=sandbox_port, flower_port=flower_port, data_dir=Path(data_dir))
+    )

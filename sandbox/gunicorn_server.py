@@ -43,6 +43,8 @@ def run_gunicorn(
         "threads": threads,
         "keepalive": 5,
         "accesslog": "-" if log_requests else None,
+        # Quiet: not even gunicorn's own start and stop lines.
+        "loglevel": "info" if log_requests else "warning",
         "control_socket_disable": True,
     }
     _SandboxApplication(factory, options).run()

@@ -53,6 +53,10 @@ class Settings:
     message_retention_days: int = 0
     # Operations (issue 5): log level, Flower's "user:password" list, the worker's metrics port.
     log_level: str = "INFO"
+    # `json` (one object per line) or `console` (one line for a person; `smsgw dev`).
+    log_format: str = "json"
+    # The name console lines give this process (`smsgw dev` names each of its children).
+    process_name: str = ""
     flower_basic_auth: str = ""
     worker_metrics_port: int = 9808
 
@@ -143,6 +147,13 @@ def _log_level(env: Mapping[str, str]) -> str:
     return value
 
 
+def _log_format(env: Mapping[str, str]) -> str:
+    value = env.get("LOG_FORMAT", "").strip().lower() or "json"
+    if value not in ("json", "console"):
+        raise SettingsError(f"LOG_FORMAT must be json or console: {value!r}")
+    return value
+
+
 def _basic_auth(env: Mapping[str, str]) -> str:
     value = env.get("FLOWER_BASIC_AUTH", "").strip()
     for pair in filter(None, value.split(",")):
@@ -196,6 +207,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         message_retention_days=_count(env, "MESSAGE_RETENTION_DAYS", 0),
         log_level=_log_level(env),
+        log_format=_log_format(env),
+        process_name=env.get("SMSGW_PROCESS", "").strip(),
         flower_basic_auth=_basic_auth(env),
         worker_metrics_port=_port(env, "WORKER_METRICS_PORT", 9808),
     )

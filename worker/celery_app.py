@@ -6,6 +6,7 @@ one line naming it.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -29,10 +30,19 @@ if "flower" in sys.argv[1:] and not _settings.flower_basic_auth:
         print("smsgw flower: FLOWER_BASIC_AUTH is required outside development", file=sys.stderr)
         raise SystemExit(2)
     os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
+# Every line in the settings' format; Celery's own setup at a worker's start keeps it.
+logs.configure(_settings.log_level, _settings.log_format, process=_settings.process_name)
+if _settings.dev:
+    # Beat's line for every periodic task it sends is noise on a developer's terminal.
+    logs.periodic_chatter_at_debug()
 if "flower" in sys.argv[1:]:
     protect_flower_metrics()
-    os.environ.setdefault("FLOWER_LOGGING", "none")  # keep tornado's format off: JSON lines
-    logs.configure(_settings.log_level)
+    os.environ.setdefault("FLOWER_LOGGING", "none")  # keep tornado's own format off
+    if _settings.dev:
+        # `smsgw dev` starts Flower beside the worker: its first look finds none yet,
+        # and the banner says where Flower is (not the list of every task it knows).
+        logging.getLogger("flower.inspector").setLevel(logging.ERROR)
+        logging.getLogger("flower.command").setLevel(logging.WARNING)
 
 celery_app = make_celery(_settings)
 celery_app.conf.beat_schedule = BEAT_SCHEDULE

@@ -194,7 +194,8 @@ def make_celery(settings: Settings) -> Celery:
         # its CPU per hand-off) and a sender one more per publish, mostly with no
         # one listening. Flower, while it runs, turns the worker's task events on
         # itself (its `enable_events`, every 5 s); `task-sent` it does without.
-        worker_send_task_events=False,
+        # Under `smsgw dev` Flower always runs: events from the start.
+        worker_send_task_events=settings.dev,
         task_send_sent_event=False,
         timezone="UTC",
     )

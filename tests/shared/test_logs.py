@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+
+import pytest
 
 from shared import logs
 from worker.logs import task_ids
@@ -32,6 +35,28 @@ def test_a_line_carries_the_ids_in_scope_and_extras():
 def test_secret_fields_never_reach_a_line():
     out = line("sent", body="hello there", token="tok", auth_token="x", Authorization="Bearer y")
     assert not {"body", "token", "auth_token", "Authorization"} & set(out)
+
+
+@pytest.mark.parametrize("fmt", logs.FORMATS)
+def test_either_format_drops_secrets_and_colour_codes(fmt, capfd):
+    logs.configure("INFO", fmt, process="api")
+    try:
+        token = logs.message_id.set(42)
+        logging.getLogger("werkzeug").info(
+            '"\x1b[35mPOST /api/user/sms HTTP/1.1\x1b[0m" 201',
+            extra={"body": "TOPSECRET body", "token": "tok-123", "webhook_secret": "whs-9"},
+        )
+        logs.message_id.reset(token)
+    finally:
+        logs.configure("INFO", "json", process="")
+    written = capfd.readouterr().err
+    assert "POST /api/user/sms HTTP/1.1" in written and "42" in written
+    for secret in ("TOPSECRET", "tok-123", "whs-9", "\x1b", "\\u001b"):
+        assert secret not in written, (fmt, secret)
+    if fmt == "json":
+        assert json.loads(written)["message_id"] == 42
+    else:  # time, level, process, message, then the ids as key=value (no colour: not a terminal)
+        assert re.match(r"^\d\d:\d\d:\d\d INFO +api +\"POST .*  message_id=42$", written.strip())
 
 
 def test_a_tasks_ids_come_from_its_arguments_by_name():

@@ -23,6 +23,8 @@ def test_defaults():
     assert settings.message_retention_days == 0
     assert load_settings({**GOOD, "MESSAGE_RETENTION_DAYS": "90"}).message_retention_days == 90
     assert settings.broker == settings.redis_url and not settings.broker_is_amqp
+    assert settings.log_format == "json"
+    assert load_settings({**GOOD, "LOG_FORMAT": "Console"}).log_format == "console"
 
 
 def test_broker_url_names_rabbitmq_and_redis_stays_for_limits():
@@ -44,6 +46,7 @@ def test_broker_url_names_rabbitmq_and_redis_stays_for_limits():
         ({"REDIS_URL": "http://x"}, "REDIS_URL must be a URL"),
         ({"REDIS_URL": "amqp://x"}, "REDIS_URL must be a URL"),
         ({"BROKER_URL": "kafka://x"}, "BROKER_URL must be a URL"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json or console"),
         ({"TWILIO_API_BASE": "ftp://x"}, "TWILIO_API_BASE must be a URL"),
         ({"CALLBACK_ALLOW_PRIVATE": "maybe"}, "CALLBACK_ALLOW_PRIVATE must be true or false"),
         ({"TWILIO_TIMEOUT": "-1"}, "TWILIO_TIMEOUT must be positive"),
