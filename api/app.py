@@ -14,12 +14,12 @@ from werkzeug.routing import IntegerConverter, Map
 from api import account, campaigns, errors, health, metrics, openapi, sms, webhooks
 from api.committer import Committer
 from api.gateway import Gateway
-from api.send_queue import SendQueue, make_send_queue
 from shared import logs
 from shared.db import MAX_ID, make_engine, make_session_factory
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings, settings_or_exit
 from worker.factory import make_celery
+from worker.send_queue import SendQueue, make_send_queue
 
 
 class RowId(IntegerConverter):

@@ -19,14 +19,23 @@ from api.errors import ApiError
 from api.gateway import gateway
 from api.openapi import document
 from api.paging import CursorQuery, PageMeta
-from api.schemas import ErrorOut, check_body, json_body, parse
+from api.schemas import (
+    ErrorOut,
+    check_body,
+    json_body,
+    parse,
+    quiet_hours_field,
+    send_at_field,
+    validity_field,
+)
 from api.serialize import timestamp
 from shared import campaigns
 from shared.callback_urls import check_callback_url
-from shared.db import MAX_ID
+from shared.db import MAX_ID, utcnow
 from shared.messaging import Rejected
 from shared.models import Campaign
 from shared.money import as_number
+from shared.scheduling import Schedule
 from shared.templates import TemplateError, parse_template
 from worker.factory import CAMPAIGN_QUEUE
 
@@ -52,6 +61,9 @@ class CreateCampaign(BaseModel):
         json_schema_extra={"items": Recipient.model_json_schema()},
     )
     status_callback: StrictStr | None = None
+    send_at: Any = send_at_field()
+    quiet_hours: Any = quiet_hours_field()
+    validity_period: Any = validity_field()
 
 
 class CampaignSummary(BaseModel):
@@ -65,6 +77,9 @@ class CampaignSummary(BaseModel):
     rejected: int
     duplicates: int
     total_cost: float
+    send_at: str | None = Field(description="UTC time it was asked to go, or null")
+    quiet_hours: str | None = Field(description="HH:MM-HH:MM of each recipient's time, or null")
+    validity_period: int | None
     created_at: str
     updated_at: str
 
@@ -95,12 +110,20 @@ class CampaignOne(BaseModel):
     data: CampaignOut
 
 
-def _refuse_schedule() -> None:
-    """Refuse a schedule on a campaign, rather than send now what was meant for later."""
-    given = request.form if request.mimetype == "multipart/form-data" else json_body()
-    for name in ("send_at", "quiet_hours", "validity_period"):
-        if given.get(name) is not None:
-            raise ApiError(400, f"The {name} field is not supported for campaigns yet")
+def _schedule(given: Any) -> Schedule | None:
+    """Return the campaign's schedule from its JSON body or form fields, or answer 400."""
+    validity = given.get("validity_period")
+    if isinstance(validity, str) and validity.isdigit():  # a form field is text
+        validity = int(validity)
+    try:
+        return Schedule.parse(
+            send_at=given.get("send_at") or None,
+            quiet_hours=given.get("quiet_hours") or None,
+            validity_period=validity if validity != "" else None,
+            now=utcnow(),
+        )
+    except Rejected as rejected:
+        raise ApiError(400, rejected.message) from None
 
 
 @bp.post("")
@@ -117,7 +140,6 @@ def create():
     request.max_content_length = limit
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "Request body too large")
-    _refuse_schedule()
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("recipients")
         if upload is None:
@@ -129,10 +151,12 @@ def create():
         }
         present = {name: value for name, value in fields.items() if value is not None}
         req = parse(CreateCampaign, {**present, "recipients": []})
+        schedule = _schedule(request.form)
         template = _template(req.body)
         rows = campaigns.csv_recipients(upload.stream, template)
     else:
         req = parse(CreateCampaign, json_body())
+        schedule = _schedule(json_body())
         template = _template(req.body)
         rows = campaigns.json_recipients(req.recipients, template)
     try:
@@ -149,6 +173,7 @@ def create():
                 body=req.body,
                 recipients=rows,
                 status_callback=callback or None,
+                schedule=schedule,
             )
             session.commit()
     except Rejected as rejected:
@@ -241,6 +266,9 @@ def campaign_summary(campaign: Campaign) -> dict[str, Any]:
         "rejected": campaign.rejected,
         "duplicates": campaign.duplicates,
         "total_cost": as_number(campaign.total_cost),
+        "send_at": timestamp(campaign.send_at),
+        "quiet_hours": campaign.quiet_hours,
+        "validity_period": campaign.validity_period,
         "created_at": timestamp(campaign.created_at),
         "updated_at": timestamp(campaign.updated_at),
     }

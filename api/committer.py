@@ -31,9 +31,9 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from api.metrics import SEND_GROUP
-from api.send_queue import SendQueue
 from shared.messaging import Send, accept_many_autocommit
 from shared.ratelimit import RateLimiter
+from worker.send_queue import SendQueue
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.committer import Committer
-from api.send_queue import SendQueue
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
+from worker.send_queue import SendQueue
 
 
 @dataclass

@@ -23,6 +23,42 @@ TYPE_NAMES = {
 Model = TypeVar("Model", bound=BaseModel)
 
 
+def send_at_field() -> Any:
+    """The `send_at` field of a send or a campaign."""
+    return Field(
+        default=None,
+        description="Hand it to Twilio at this time, not now: ISO 8601 with an offset, or"
+        " `YYYY-MM-DD HH:MM:SS` (UTC); up to 35 days ahead, up to 5 minutes past means now",
+        json_schema_extra={"type": ["string", "null"], "examples": ["2026-12-24T09:00:00+01:00"]},
+    )
+
+
+def quiet_hours_field() -> Any:
+    """The `quiet_hours` field: an object, or `HH:MM-HH:MM` (a campaign's form field)."""
+    time_of_day = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+    return Field(
+        default=None,
+        description="Never hand it over while the recipient's local time is in [start, end)"
+        " (the window may cross midnight)",
+        json_schema_extra={
+            "type": ["object", "null"],
+            "properties": {"start": time_of_day, "end": time_of_day},
+            "required": ["start", "end"],
+            "examples": [{"start": "21:00", "end": "08:00"}],
+        },
+    )
+
+
+def validity_field() -> Any:
+    """The `validity_period` field of a send or a campaign."""
+    return Field(
+        default=None,
+        description="Seconds, 1 to 36000: not handed to Twilio within this long after its"
+        " send time, it fails with `Validity period expired` and is refunded",
+        json_schema_extra={"type": ["integer", "null"], "minimum": 1, "maximum": 36000},
+    )
+
+
 class SendSms(BaseModel):
     """The body of `POST /api/user/sms`."""
 
@@ -35,32 +71,9 @@ class SendSms(BaseModel):
         default=None, description="http(s) URL told of every status change"
     )
     # Checked by `shared.scheduling` for the contract's own messages: typed loosely here.
-    send_at: Any = Field(
-        default=None,
-        description="Hand it to Twilio at this time, not now: ISO 8601 with an offset, or"
-        " `YYYY-MM-DD HH:MM:SS` (UTC); up to 35 days ahead, up to 5 minutes past means now",
-        json_schema_extra={"type": ["string", "null"], "examples": ["2026-12-24T09:00:00+01:00"]},
-    )
-    quiet_hours: Any = Field(
-        default=None,
-        description="Never hand it over while the recipient's local time is in [start, end)"
-        " (the window may cross midnight)",
-        json_schema_extra={
-            "type": ["object", "null"],
-            "properties": {
-                "start": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-                "end": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-            },
-            "required": ["start", "end"],
-            "examples": [{"start": "21:00", "end": "08:00"}],
-        },
-    )
-    validity_period: Any = Field(
-        default=None,
-        description="Seconds, 1 to 36000: not handed to Twilio within this long after its"
-        " send time, it fails with `Validity period expired` and is refunded",
-        json_schema_extra={"type": ["integer", "null"], "minimum": 1, "maximum": 36000},
-    )
+    send_at: Any = send_at_field()
+    quiet_hours: Any = quiet_hours_field()
+    validity_period: Any = validity_field()
 
 
 def json_body() -> dict[str, Any]:

@@ -8,6 +8,8 @@
    [--rabbitmq]`);
 3. campaigns: 202 to every message queued, paced rates, peak memory (bench.campaigns).
 
+`python -m bench scheduling` is one too: 100,000 messages scheduled for one instant, a
+campaign's and single sends, and how soon and how fast they go (bench.scheduling).
 `python -m bench data` is a command of its own (loading takes minutes): the send rate,
 the lists and the beat passes at 0, 1,000,000 and 10,000,000 messages (bench.data).
 """
@@ -18,7 +20,7 @@ import os
 import platform
 import sys
 
-from bench import api_send, campaigns, data, handoff
+from bench import api_send, campaigns, data, handoff, scheduling
 
 
 def machine() -> str:
@@ -33,14 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "handoff":
         print(f"machine: {machine()}", flush=True)
         return handoff.main(argv[1:])
+    if argv and argv[0] == "scheduling":
+        print(f"machine: {machine()}", flush=True)
+        return scheduling.main(argv[1:])
     if argv and argv[0] == "data":
         print(f"machine: {machine()}", flush=True)
         return data.main(argv[1:])
     print(f"machine: {machine()}", flush=True)
     rows = []
-    bare, gateway, rabbit = api_send.run()
+    bare, gateway, rabbit, waiting = api_send.run()
     per_round = []
-    for label, row in (("", gateway), (", RabbitMQ", rabbit)):
+    for label, row in (("", gateway), (", RabbitMQ", rabbit), (", 1M scheduled", waiting)):
         name = f"POST /api/user/sms{label}, req/s"
         rows.append((name, row["rate"], bare["rate"], ">= 45%"))
         rows.append(
@@ -55,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{ours / base:.0%}" for ours, base in zip(row["rounds"], bare["rounds"], strict=True)
         )
         per_round.append(f"{row['what']}: {', '.join(ratios)}")
+    rows.append(("  with 1M scheduled / without", waiting["rate"], gateway["rate"], "no slower"))
     for rabbitmq in (False, True):
         label = ", RabbitMQ" if rabbitmq else ""
         for latency, setting, goal in (
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "\n(bench/noop_worker.py); its ratio is to the same no-op\n",
         flush=True,
     )
-    for row in (bare, gateway, rabbit):
+    for row in (bare, gateway, rabbit, waiting):
         if row["bad"]:
             print(f"warning: {row['what']}: {row['bad']:.0f} answers were not 2xx")
         if row["socket_errors"]:

@@ -4,7 +4,9 @@ Both apps run under the same gunicorn command; wrk drives each with the same
 connections for the same time. The gateway's requests do everything a real
 send does: auth, validation, pricing, the atomic charge, the commit and the
 enqueue, once with Redis as the broker and once with RabbitMQ (a vhost on the
-machine's server; its publishes wait for the broker's confirms).
+machine's server; its publishes wait for the broker's confirms), and once more
+on Redis with a database that holds a million scheduled messages waiting (their
+user's and number's own): they must cost the send path nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 import requests
+from sqlalchemy import text
 
 from api.dev import free_port
 from bench.services import (
@@ -29,6 +32,7 @@ from bench.services import (
     redis_server,
     seed_sender,
 )
+from shared.db import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = """
@@ -99,12 +103,39 @@ def _wait_for_app(url: str, seconds: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer in {seconds:.0f} s")
 
 
-# Each configuration: its name, its app, and whether its tasks go through RabbitMQ.
+# Each configuration: its name, its app, whether its tasks go through RabbitMQ, and
+# whether its database holds a million scheduled messages.
 APPS = (
-    ("bare Flask endpoint", "bench.bare_app:create_app()", False),
-    ("POST /api/user/sms", "api.app:create_app()", False),
-    ("POST /api/user/sms, RabbitMQ", "api.app:create_app()", True),
+    ("bare Flask endpoint", "bench.bare_app:create_app()", False, False),
+    ("POST /api/user/sms", "api.app:create_app()", False, False),
+    ("POST /api/user/sms, RabbitMQ", "api.app:create_app()", True, False),
+    ("POST /api/user/sms, 1M scheduled", "api.app:create_app()", False, True),
 )
+SCHEDULED = 1_000_000
+
+
+def schedule_many(database_url: str, count: int) -> None:
+    """Write `count` scheduled messages of the database's sender, due over days weeks ahead."""
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                'INSERT INTO messages (user_id, phone_number_id, from_number, "to", body,'
+                " segments, encoding, segment_price, total_cost, status, handoff, attempts,"
+                " send_at, created_at, updated_at)"
+                " SELECT n.user_id, n.id, n.number, '+1415555' || lpad((g % 10000)::text, 4, '0'),"
+                " 'Your appointment is tomorrow', 1, 'GSM-7', 0.0079, 0.0079, 'scheduled',"
+                " 'pending', 0, now() + interval '20 days' + (g % 86400) * interval '1 second',"
+                " now(), now()"
+                " FROM phone_numbers n, generate_series(1, :count) g"
+            ),
+            {"count": count},
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE messages"))
+    engine.dispose()
+
+
 MEASURES = ("rate", "p50", "p99")
 
 
@@ -123,23 +154,30 @@ def run(
     """
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
-    runs: dict[str, list[dict]] = {name: [] for name, _, _ in APPS}
+    runs: dict[str, list[dict]] = {name: [] for name, _, _, _ in APPS}
     with (
         database("smsgw_bench_api") as db_url,
+        database("smsgw_bench_api_scheduled") as scheduled_url,
         redis_server() as redis_url,
         rabbitmq_vhost("smsgw_bench_api") as amqp_url,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        number_id, token = seed_sender(db_url)
-        script = Path(tmp) / "send.lua"
-        script.write_text(WRK_SCRIPT % {"number": number_id, "token": token})
-        # One token sends them all: the limiter counts every request, and lets them through.
-        env = gateway_env(db_url, redis_url, RATE_LIMIT_PER_MINUTE=str(10**9))
+        scripts, envs = {}, {}
+        for url in (db_url, scheduled_url):
+            number_id, token = seed_sender(url)
+            scripts[url] = Path(tmp) / f"send-{len(scripts)}.lua"
+            scripts[url].write_text(WRK_SCRIPT % {"number": number_id, "token": token})
+            # One token sends them all: the limiter counts every request, and lets them through.
+            envs[url] = gateway_env(url, redis_url, RATE_LIMIT_PER_MINUTE=str(10**9))
+        print(f"writing {SCHEDULED:,} scheduled messages...", flush=True)
+        schedule_many(scheduled_url, SCHEDULED)
         for _ in range(rounds):
-            for name, app, amqp in APPS:
+            for name, app, amqp, scheduled in APPS:
                 port = free_port()
                 argv, served = gunicorn(app, port, workers, threads)
                 broker = {"BROKER_URL": amqp_url} if amqp else {}
+                used = scheduled_url if scheduled else db_url
+                env, script = envs[used], scripts[used]
                 with process(argv, env={**env, **served, **broker}, port=port):
                     url = f"http://127.0.0.1:{port}/api/user/sms"
                     _wait_for_app(url)

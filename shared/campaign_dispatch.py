@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +29,9 @@ MIN_DELAY = 0.1
 BACKLOG_SECONDS = 2.0
 IDLE_DELAY = 1.0
 BUSY_DELAY = 0.5
+# A campaign waiting for its send_at, or for held messages, passes at least this often:
+# below revive_campaigns' silence limit, so its chain is never taken for lost.
+HELD_DELAY = 10.0
 
 
 @dataclass(frozen=True)
@@ -61,70 +64,111 @@ def pump(
             exists = session.get(Campaign, campaign_id) is not None
             return Pass(delay=BUSY_DELAY if exists else None, status="busy")
         campaign, number, mps = row
-        if campaign.status != "sending" or campaign.pump_chain != chain:
+        if campaign.status not in ("scheduled", "sending") or campaign.pump_chain != chain:
             return Pass(status=campaign.status)
         now = utcnow()
         campaign.pumped_at = now
+        if campaign.status == "scheduled":
+            if campaign.send_at is not None and campaign.send_at > now:
+                session.commit()
+                return Pass(delay=_until(campaign.send_at, now), status="scheduled")
+            campaign.status, campaign.updated_at = "sending", now
         wanted = max(1, math.ceil(mps))
-        released_before = (Message.campaign_id == campaign.id) & (Message.status == "queued")
-        backlog = session.scalar(
-            select(func.count()).where(released_before, Message.id <= campaign.cursor)
-        )
-        stale = list(
-            session.scalars(
+        queued = (Message.campaign_id == campaign.id) & (Message.status == "queued")
+        # Released: up to the cursor in id order, or (held, then due) released by send_at.
+        by_cursor = queued & (Message.id <= campaign.cursor)
+        by_time = queued & Message.send_at.is_not(None)
+        backlog = session.scalar(select(func.count()).where(by_cursor)) or 0
+        backlog += session.scalar(select(func.count()).where(by_time)) or 0
+        stale: list[int] = []
+        for was_released in (by_cursor, by_time):
+            stale += session.scalars(
                 select(Message.id)
                 .where(
-                    released_before,
-                    Message.id <= campaign.cursor,
+                    was_released,
                     Message.handoff == "pending",
                     Message.updated_at < now - timedelta(seconds=stale_after),
                 )
                 .order_by(Message.id)
-                .limit(wanted)
+                .limit(wanted - len(stale))
             )
-        )
         fresh = list(
             session.scalars(
                 select(Message.id)
-                .where(released_before, Message.id > campaign.cursor)
+                .where(queued, Message.id > campaign.cursor, Message.send_at.is_(None))
                 .order_by(Message.id)
                 .limit(wanted - len(stale))
             )
         )
-        if not stale and not fresh:
+        due = list(
+            session.scalars(
+                select(Message.id)
+                .where(
+                    Message.campaign_id == campaign.id,
+                    Message.status == "scheduled",
+                    Message.send_at <= now,
+                )
+                .order_by(Message.send_at, Message.id)
+                .limit(wanted - len(stale) - len(fresh))
+            )
+        )
+        if not stale and not fresh and not due:
+            held = session.scalar(
+                select(func.min(Message.send_at)).where(
+                    Message.campaign_id == campaign.id, Message.status == "scheduled"
+                )
+            )
             if backlog == 0:
                 # Messages waiting for a send retry are not handed off yet: the
                 # campaign is still sending, and a cancel may still stop them.
-                backlog = session.scalar(
-                    select(func.count()).where(
-                        Message.campaign_id == campaign.id,
-                        Message.status == "sending",
-                        Message.sms_sid.is_(None),
-                        Message.handoff.in_(("pending", "unknown")),
+                backlog = (
+                    session.scalar(
+                        select(func.count()).where(
+                            Message.campaign_id == campaign.id,
+                            Message.status == "sending",
+                            Message.sms_sid.is_(None),
+                            Message.handoff.in_(("pending", "unknown")),
+                        )
                     )
+                    or 0
                 )
-            if backlog == 0:
+            if backlog == 0 and held is None:
                 campaign.status = "completed"
                 campaign.updated_at = now
             session.commit()
+            if backlog == 0 and held is not None:  # only held messages left: wake when due
+                return Pass(delay=_until(held, now), status="held")
             return Pass(delay=None if backlog == 0 else IDLE_DELAY, status=campaign.status)
-        if (backlog or 0) - len(stale) >= max(10, BACKLOG_SECONDS * mps):
+        if backlog - len(stale) >= max(10, BACKLOG_SECONDS * mps):
             session.commit()
             return Pass(delay=BUSY_DELAY, status="backlog")
-        candidates = stale + fresh
+        candidates = stale + fresh + due
         grant = pacer.take(number, rate=mps, wanted=len(candidates))
         released = candidates[: grant.granted]
         if released:
             session.execute(
                 update(Message)
-                .where(Message.id.in_(released))
-                .values(updated_at=now)
+                # Never a message a worker took meanwhile, or one canceled alone.
+                .where(Message.id.in_(released), Message.status.in_(("scheduled", "queued")))
+                .values(status="queued", updated_at=now)
                 .execution_options(synchronize_session=False)
             )
-            campaign.cursor = max(campaign.cursor, *released)
+            held_ones = set(due)
+            by_id = [mid for mid in released if mid not in held_ones]
+            if by_id:
+                campaign.cursor = max(campaign.cursor, *by_id)
         session.commit()
         delay = min(max(grant.wait, MIN_DELAY), IDLE_DELAY)
         return Pass(released=released, delay=delay, status="sending")
+
+
+def _until(moment: datetime, now: datetime) -> float:
+    """Return the delay to the next pass of a campaign waiting for `moment`.
+
+    At most HELD_DELAY, so a pass comes now and then (and revive_campaigns sees
+    the chain alive); at least MIN_DELAY.
+    """
+    return min(HELD_DELAY, max(MIN_DELAY, (moment - now).total_seconds()))
 
 
 def stalled(
@@ -132,8 +176,8 @@ def stalled(
 ) -> tuple[list[int], list[tuple[int, str]]]:
     """Return campaigns to expand again and dispatchers to restart, each with a new chain.
 
-    A campaign left `pending` lost its expansion task; one `sending` whose
-    pump has not run for `silent_after` seconds lost its chain. The new chain
+    A campaign left `pending` lost its expansion task; one `scheduled` or
+    `sending` whose pump has not run for `silent_after` seconds lost its chain. The new chain
     id retires the old one, should it ever come back.
     """
     now = utcnow()
@@ -154,7 +198,7 @@ def stalled(
         silent = session.scalars(
             select(Campaign)
             .where(
-                Campaign.status == "sending",
+                Campaign.status.in_(("scheduled", "sending")),
                 func.coalesce(Campaign.pumped_at, Campaign.updated_at)
                 < now - timedelta(seconds=silent_after),
             )

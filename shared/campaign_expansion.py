@@ -17,11 +17,24 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, Numeric, String, Text, column, delete, func, select, table, text
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    column,
+    delete,
+    func,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import billing
@@ -30,6 +43,7 @@ from shared.db import utcnow
 from shared.messaging import MAX_BODY_CHARS, Rejected, is_unicode_text, parse_to, sender_number
 from shared.models import Campaign, CampaignRecipient, Message, OptOut, Price
 from shared.money import cost
+from shared.scheduling import Schedule, parse_quiet_hours, timing
 from shared.segments import count_segments
 from shared.templates import MissingVariable, Template, TemplateError, parse_template
 
@@ -40,7 +54,18 @@ POOL_MIN_ROWS = 20_000
 POOL_AHEAD = 3
 SHOWN_REJECTIONS = 100
 _STAGE = "campaign_expansion"
-_STAGE_COLUMNS = ("idx", "to", "body", "segments", "encoding", "segment_price", "total_cost")
+_STAGE_COLUMNS = (
+    "idx",
+    "to",
+    "body",
+    "segments",
+    "encoding",
+    "segment_price",
+    "total_cost",
+    "status",
+    "send_at",
+    "valid_until",
+)
 _STAGE_TYPES: tuple[Any, ...] = (
     Integer,
     String,
@@ -49,6 +74,9 @@ _STAGE_TYPES: tuple[Any, ...] = (
     String,
     Numeric(14, 4),
     Numeric(14, 4),
+    String,
+    DateTime,
+    DateTime,
 )
 _STAGE_TABLE = table(
     _STAGE, *(column(name, kind) for name, kind in zip(_STAGE_COLUMNS, _STAGE_TYPES, strict=True))
@@ -165,12 +193,14 @@ def expand_campaign(
             return _finish_failed(session, campaign, reason), None
         writer = _Writer(session, campaign, number.number)
         checker = RecipientChecker(reader, user_id=campaign.user_id)
+        schedule, now = campaign_schedule(campaign), utcnow()
         valid = rejected = accepted = 0
         shown: list[dict] = []
         with ThreadPoolExecutor(1, thread_name_prefix="expand") as pool:
             pending: deque[Future[int]] = deque()
             for screened, last in _screened(reader, campaign, chunk, executor):
                 good, bad = _price(screened, checker)
+                good = _timed(good, schedule, now)
                 valid, rejected = valid + len(good), rejected + len(bad)
                 if len(shown) < SHOWN_REJECTIONS:
                     shown.extend(bad[: SHOWN_REJECTIONS - len(shown)])
@@ -207,13 +237,37 @@ def expand_campaign(
                 _record(campaign, tallies)
                 return _finish_failed(session, campaign, "Insufficient balance"), None
         campaign.total_cost = total_cost
-        campaign.status = "sending" if accepted else "completed"
+        waits = campaign.send_at is not None and campaign.send_at > utcnow()
+        campaign.status = ("scheduled" if waits else "sending") if accepted else "completed"
         campaign.pump_chain = str(uuid.uuid4()) if accepted else None
         campaign.updated_at = utcnow()
         _drop_recipients(session, campaign.id)
         session.commit()
         log.info("campaign %s: %d accepted, %d rejected", campaign.id, accepted, rejected)
         return campaign.status, campaign.pump_chain
+
+
+def campaign_schedule(campaign: Campaign) -> Schedule | None:
+    """Return what the campaign asked of its messages' timing, None if nothing."""
+    if (campaign.send_at, campaign.quiet_hours, campaign.validity_period) == (None, None, None):
+        return None
+    return Schedule(
+        send_at=campaign.send_at,
+        quiet=parse_quiet_hours(campaign.quiet_hours),
+        validity_period=campaign.validity_period,
+    )
+
+
+def _timed(good: list[tuple], schedule: Schedule | None, now: datetime) -> list[tuple]:
+    """Give each priced row its status, due time and validity deadline, in its recipient's zones."""
+    if schedule is None:
+        return [(*row, "queued", None, None) for row in good]
+    timed = []
+    for row in good:
+        when = timing(schedule, to=row[1], now=now)
+        status = "scheduled" if when.send_at is not None else "queued"
+        timed.append((*row, status, when.send_at, when.valid_until))
+    return timed
 
 
 def _record(campaign: Campaign, tallies: tuple[int, int, int, list[dict]]) -> None:
@@ -293,6 +347,7 @@ class _Writer:
             "from_number": from_number,
             "callback": campaign.status_callback,
             "campaign_id": campaign.id,
+            "validity": campaign.validity_period,
             "now": utcnow(),
         }
         postgres = session.connection().dialect.name == "postgresql"
@@ -301,7 +356,8 @@ class _Writer:
             text(
                 f'CREATE TEMPORARY TABLE {_STAGE} (idx integer PRIMARY KEY, "to" varchar(20), '
                 "body text, segments integer, encoding varchar(8), "
-                "segment_price numeric(14, 4), total_cost numeric(14, 4))"
+                "segment_price numeric(14, 4), total_cost numeric(14, 4), status varchar(16), "
+                "send_at timestamp, valid_until timestamp)"
                 + (" ON COMMIT DROP" if postgres else "")
             )
         )
@@ -332,10 +388,11 @@ class _Writer:
 _INSERT = text(
     'INSERT INTO messages (user_id, phone_number_id, from_number, "to", body, '
     "segments, encoding, segment_price, total_cost, status, handoff, attempts, "
-    "status_callback, campaign_id, created_at, updated_at) "
+    "status_callback, campaign_id, send_at, validity_period, valid_until, "
+    "created_at, updated_at) "
     'SELECT :user_id, :number_id, :from_number, "to", body, segments, encoding, '
-    "segment_price, total_cost, 'queued', 'pending', 0, :callback, :campaign_id, "
-    f":now, :now FROM {_STAGE} ORDER BY idx "
+    "segment_price, total_cost, status, 'pending', 0, :callback, :campaign_id, "
+    f"send_at, :validity, valid_until, :now, :now FROM {_STAGE} ORDER BY idx "
     'ON CONFLICT (campaign_id, "to") WHERE campaign_id IS NOT NULL DO NOTHING'
 )
 

@@ -22,10 +22,11 @@ from shared.db import utcnow
 from shared.messaging import STATUSES as MESSAGE_STATUSES
 from shared.messaging import is_unicode_text, sender_number
 from shared.models import Campaign, CampaignRecipient, LedgerEntry, Message
+from shared.scheduling import Schedule
 from shared.templates import Template
 
 MAX_RECIPIENTS = 100_000
-STATUSES = ("pending", "sending", "completed", "canceled", "failed")
+STATUSES = ("pending", "scheduled", "sending", "completed", "canceled", "failed")
 _STAGE_COLUMNS = ("campaign_id", "idx", "to", "vars")
 
 
@@ -110,6 +111,7 @@ def create_campaign(
     body: str,
     recipients: Iterable[tuple[str, str]],
     status_callback: str | None = None,
+    schedule: Schedule | None = None,
 ) -> Campaign:
     """Check the sender and store the campaign `pending` with its raw recipients.
 
@@ -127,6 +129,10 @@ def create_campaign(
         created_at=now,
         updated_at=now,
     )
+    if schedule is not None:
+        campaign.send_at = schedule.send_at
+        campaign.quiet_hours = str(schedule.quiet) if schedule.quiet else None
+        campaign.validity_period = schedule.validity_period
     session.add(campaign)
     session.flush()
     rows = ((campaign.id, idx, to, values) for idx, (to, values) in enumerate(recipients))
@@ -219,7 +225,7 @@ def cancel_campaign(session: Session, *, user_id: int, campaign_id: int) -> Camp
         update(Message)
         .where(
             Message.campaign_id == campaign.id,
-            Message.status.in_(("queued", "sending")),
+            Message.status.in_(("scheduled", "queued", "sending")),
             Message.handoff == "pending",
         )
         .values(status="canceled", handoff="done", updated_at=now)

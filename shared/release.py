@@ -1,6 +1,7 @@
 """Scheduled messages coming due, validity periods running out, and cancels.
 
-`release_due` moves due `scheduled` messages to `queued` in bounded batches,
+`release_due` moves due `scheduled` single sends to `queued` in bounded batches
+(a campaign's dispatcher releases its own, paced: `shared.campaign_dispatch`),
 each one statement that locks only the rows it moves (`SKIP LOCKED`), so two
 runs at once share the work and a send never waits for them; the caller
 enqueues the hand-offs after each batch commits. `expire_overdue` fails and
@@ -31,11 +32,10 @@ WAITING = ("scheduled", "queued")
 
 @dataclass(frozen=True)
 class Released:
-    """One batch of released messages: how many, single sends to enqueue, campaigns touched."""
+    """One batch of released single sends: how many, and their ids to enqueue."""
 
     count: int = 0
     singles: list[int] = field(default_factory=list)
-    campaigns: set[int] = field(default_factory=set)
 
 
 def release_due(
@@ -46,7 +46,12 @@ def release_due(
     with session_factory() as session:
         due = (
             select(Message.id)
-            .where(Message.status == "scheduled", Message.send_at <= now)
+            # Single sends: a campaign's dispatcher releases its own at its number's rate.
+            .where(
+                Message.status == "scheduled",
+                Message.campaign_id.is_(None),
+                Message.send_at <= now,
+            )
             .order_by(Message.send_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -56,18 +61,14 @@ def release_due(
             update(Message)
             .where(Message.id.in_(due), Message.status == "scheduled")
             .values(status="queued", updated_at=now)
-            .returning(Message.id, Message.campaign_id, Message.status_callback)
+            .returning(Message.id, Message.status_callback)
             .execution_options(synchronize_session=False)
         ).all()
         with_callbacks = [row.id for row in rows if row.status_callback]
         for message in session.scalars(select(Message).where(Message.id.in_(with_callbacks))):
             user_callbacks.emit(session, message=message, enqueue=False)
         session.commit()
-    return Released(
-        count=len(rows),
-        singles=[row.id for row in rows if row.campaign_id is None],
-        campaigns={row.campaign_id for row in rows if row.campaign_id is not None},
-    )
+    return Released(count=len(rows), singles=[row.id for row in rows])
 
 
 def expire_overdue(

@@ -209,10 +209,15 @@ class Timing:
 
 
 def timing(schedule: Schedule, *, to: str, now: datetime) -> Timing:
-    """Return when a message to `to` (E.164) is due, and until when it may be handed over."""
-    due = due_at(schedule.send_at or now, quiet=schedule.quiet, zones=zones_for(to))
+    """Return when a message to `to` (E.164) is due, and until when it may be handed over.
+
+    The validity period runs from the send time asked for (its send_at, or now), not
+    from the end of quiet hours: a message held longer than its validity expires.
+    """
+    send_time = max(schedule.send_at or now, now)
+    due = due_at(send_time, quiet=schedule.quiet, zones=zones_for(to))
     scheduled = due if due > now else None
     valid_until = None
     if schedule.validity_period is not None:
-        valid_until = (scheduled or now) + timedelta(seconds=schedule.validity_period)
+        valid_until = send_time + timedelta(seconds=schedule.validity_period)
     return Timing(scheduled, valid_until)

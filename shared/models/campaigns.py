@@ -43,6 +43,10 @@ class Campaign(Base):
     cursor: Mapped[int] = mapped_column(default=0)  # a message id
     pump_chain: Mapped[str | None] = mapped_column(String(36), default=None)
     pumped_at: Mapped[datetime | None] = mapped_column(default=None)
+    # What its messages were asked for: a send time, quiet hours ("HH:MM-HH:MM"), validity.
+    send_at: Mapped[datetime | None] = mapped_column(default=None)
+    quiet_hours: Mapped[str | None] = mapped_column(String(11), default=None)
+    validity_period: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -49,7 +49,25 @@ class Message(Base):
         ),
         # The release of scheduled messages as they come due, and the expiry of those
         # whose validity period ran out before they were handed over.
-        partial_index("ix_messages_scheduled_send_at", "send_at", where="status = 'scheduled'"),
+        partial_index(
+            "ix_messages_scheduled_send_at",
+            "send_at",
+            where="status = 'scheduled' AND campaign_id IS NULL",
+        ),
+        # A campaign's dispatcher: its held messages by due time, and those it released.
+        partial_index(
+            "ix_messages_campaign_id_scheduled_send_at",
+            "campaign_id",
+            "send_at",
+            "id",
+            where="status = 'scheduled' AND campaign_id IS NOT NULL",
+        ),
+        partial_index(
+            "ix_messages_campaign_id_released_id",
+            "campaign_id",
+            "id",
+            where="status = 'queued' AND send_at IS NOT NULL AND campaign_id IS NOT NULL",
+        ),
         partial_index(
             "ix_messages_waiting_valid_until",
             "valid_until",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,7 +15,7 @@ from shared import messaging
 from shared.billing import ledger_sum
 from shared.db import utcnow
 from shared.handoff import hand_off
-from shared.models import LedgerEntry, Message, User, UserCallback
+from shared.models import Campaign, LedgerEntry, Message, User, UserCallback
 from shared.release import EXPIRED, expire_overdue, release_due
 from shared.scheduling import Schedule
 from tests.api.conftest import auth
@@ -280,22 +281,49 @@ def test_status_callbacks_report_scheduled_queued_and_canceled(
     assert [row.payload["status"] for row in rows] == ["scheduled", "queued"]
 
 
-def test_a_campaign_refuses_a_schedule_rather_than_sending_now(client, session, account):
+def test_a_campaign_checks_its_schedule_as_a_send_does(client, session, account):
     _, token, number_id = account
     body = {"from": number_id, "body": "Sale", "recipients": [{"to": NEW_YORK}]}
-    for field, value in (("send_at", "2027-01-01 09:00:00"), ("quiet_hours", "21:00-08:00")):
+    for field, value, message in (
+        ("send_at", "soon", "The send_at field must be a time within the next 35 days"),
+        ("quiet_hours", "21-8", "The quiet_hours field must have start and end as HH:MM"),
+        ("validity_period", 0, "The validity_period field must be between 1 and 36000"),
+    ):
         answer = client.post(
             "/api/user/sms/campaigns", json={**body, field: value}, headers=auth(token)
         )
         assert answer.status_code == 400
-        assert (
-            answer.get_json()["message"] == f"The {field} field is not supported for campaigns yet"
-        )
+        assert answer.get_json()["message"] == message
     form = client.post(
         "/api/user/sms/campaigns",
-        data={"from": str(number_id), "body": "Sale", "validity_period": "60"},
+        data={
+            "from": str(number_id),
+            "body": "Sale",
+            "validity_period": "forever",
+            "recipients": (io.BytesIO(f"to\n{NEW_YORK}\n".encode()), "list.csv"),
+        },
         headers=auth(token),
         content_type="multipart/form-data",
     )
     assert form.status_code == 400
-    assert session.scalar(select(func.count(Message.id))) == 0
+    assert form.get_json()["message"] == "The validity_period field must be between 1 and 36000"
+    assert session.scalar(select(func.count(Campaign.id))) == 0
+
+
+def test_quiet_hours_longer_than_the_validity_expire_the_message(
+    client, session, session_factory, account
+):
+    user_id, token, number_id = account
+    local = datetime.now(ZoneInfo("America/New_York"))
+    window = {
+        "start": f"{local - timedelta(hours=1):%H:%M}",
+        "end": f"{local + timedelta(hours=1):%H:%M}",
+    }
+    data = send(client, token, number_id, quiet_hours=window, validity_period=60)
+    data = data.get_json()["data"]
+    assert data["status"] == "scheduled"  # held about an hour, valid for a minute
+    assert expire_overdue(session_factory, limit=10, now=utcnow() + timedelta(minutes=2)) == 1
+    session.expire_all()
+    message = session.get(Message, data["id"])
+    assert (message.status, message.error_message) == ("failed", EXPIRED)
+    assert balance(session, user_id) == Decimal("10.00") == ledger_sum(session, user_id=user_id)

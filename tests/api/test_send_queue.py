@@ -12,10 +12,10 @@ import pytest
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
-from api.send_queue import AmqpSendQueue, RedisSendQueue, make_send_queue
 from shared import logs
 from tests.brokers import queue_length
 from worker.factory import SEND_QUEUE, make_celery, task_queues
+from worker.send_queue import AmqpSendQueue, RedisSendQueue, make_send_queue
 
 # Fresh per task, per process or per moment: they may differ between the two.
 VARYING_HEADERS = {"id", "root_id", "origin", "smsgw_enqueued_at"}

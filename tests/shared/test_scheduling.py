@@ -154,11 +154,16 @@ def test_an_empty_window_holds_nothing():
     assert due_at(NOW, quiet=QuietHours(time(9), time(9)), zones=zones_for(NEW_YORK)) == NOW
 
 
-def test_timing_sets_validity_from_the_send_time():
+def test_timing_sets_validity_from_the_send_time_asked_for():
     schedule = Schedule(send_at=utc(2027, 3, 14, 5, 0), quiet=NIGHT, validity_period=600)
     when = timing(schedule, to=NEW_YORK, now=utc(2027, 3, 10))
     assert when.send_at == utc(2027, 3, 14, 12, 0)  # held past its own send_at by the night
-    assert when.valid_until == utc(2027, 3, 14, 12, 10)
+    # Held longer than its validity: it expires at 05:10 and is never sent.
+    assert when.valid_until == utc(2027, 3, 14, 5, 10) < when.send_at
+    daytime = Schedule(send_at=utc(2027, 3, 14, 15, 0), quiet=NIGHT, validity_period=600)
+    assert timing(daytime, to=NEW_YORK, now=utc(2027, 3, 10)).valid_until == utc(
+        2027, 3, 14, 15, 10
+    )
     now_only = timing(Schedule(validity_period=60), to=NEW_YORK, now=NOW)
     assert now_only.send_at is None and now_only.valid_until == NOW + timedelta(seconds=60)
 

@@ -2,9 +2,11 @@
 
 Every second: first the waiting messages whose validity period ran out are
 failed and refunded, then the due ones are moved to `queued` in batches and
-their hand-offs enqueued, each batch after its commit. A run stops after a few
+their hand-offs enqueued, each batch after its commit and in one round trip
+(`worker.send_queue`, as the API queues its sends). A run stops after a few
 seconds even with more due; the next goes on, and two runs at once share the
-work (SKIP LOCKED).
+work (SKIP LOCKED). A batch whose enqueue fails is `queued` with no task: the
+requeue of stale queued messages sends it, as it does any lost enqueue.
 """
 
 from __future__ import annotations
@@ -12,15 +14,28 @@ from __future__ import annotations
 import logging
 import time
 
-from celery import shared_task
+import redis
+from celery import Celery, shared_task
 
 from shared.release import expire_overdue, release_due
 from worker.context import context_for
-from worker.factory import SEND_QUEUE
+from worker.send_queue import SendQueue, make_send_queue
 
 log = logging.getLogger(__name__)
 BATCH = 2000
 RUN_SECONDS = 5.0
+
+
+def send_queue_for(app: Celery) -> SendQueue:
+    """Return this process's send queue, made on first use (after a prefork child's fork)."""
+    queue = getattr(app, "gateway_send_queue", None)
+    if queue is None:
+        settings = app.gateway_settings  # type: ignore[attr-defined]
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
+        )
+        queue = app.gateway_send_queue = make_send_queue(settings, client)  # type: ignore[attr-defined]
+    return queue
 
 
 @shared_task(name="release_scheduled", bind=True)
@@ -34,11 +49,8 @@ def release_scheduled(self) -> int:  # type: ignore[no-untyped-def]
     released = 0
     while time.monotonic() - started < RUN_SECONDS:
         batch = release_due(context.session_factory, limit=BATCH)
-        with self.app.producer_or_acquire() as producer:
-            for message_id in batch.singles:
-                self.app.send_task(
-                    "send_message", args=[message_id], queue=SEND_QUEUE, producer=producer
-                )
+        if batch.singles:
+            send_queue_for(self.app).push_many([(mid, None) for mid in batch.singles])
         released += batch.count
         if batch.count < BATCH:
             break
