@@ -32,10 +32,13 @@ WAITING = ("scheduled", "queued")
 
 @dataclass(frozen=True)
 class Released:
-    """One batch of released single sends: how many, and their ids to enqueue."""
+    """One batch of released single sends: their ids, to enqueue."""
 
-    count: int = 0
     singles: list[int] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.singles)
 
 
 def release_due(
@@ -68,7 +71,7 @@ def release_due(
         for message in session.scalars(select(Message).where(Message.id.in_(with_callbacks))):
             user_callbacks.emit(session, message=message, enqueue=False)
         session.commit()
-    return Released(count=len(rows), singles=[row.id for row in rows])
+    return Released(singles=[row.id for row in rows])
 
 
 def expire_overdue(

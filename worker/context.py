@@ -1,4 +1,4 @@
-"""The per-process resources of the worker: database engine, sessions and provider.
+"""The per-process resources of the worker: database engine, sessions, provider, send queue.
 
 They are built on first use, so the prefork parent never opens a connection,
 and dropped after a fork, so no child shares its parent's sockets.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+import redis
 from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +17,7 @@ from shared.db import make_engine, make_session_factory
 from shared.providers import Provider
 from shared.providers.twilio import TwilioProvider
 from shared.settings import Settings
+from worker.send_queue import SendQueue, make_send_queue
 
 _attach_lock = threading.Lock()
 # Connections are held for one short statement at a time, never across a
@@ -37,6 +39,7 @@ class WorkerContext:
         self._engine: Engine | None = None
         self._session_factory: sessionmaker[Session] | None = None
         self._provider: Provider | None = None
+        self._send_queue: SendQueue | None = None
 
     @property
     def session_factory(self) -> sessionmaker[Session]:
@@ -68,12 +71,25 @@ class WorkerContext:
                 self._provider = TwilioProvider(self.settings)
             return self._provider
 
+    @property
+    def send_queue(self) -> SendQueue:
+        """Return the queue `send_message` tasks are put on in one round trip, as the API does."""
+        if self._send_queue is not None:
+            return self._send_queue
+        with self._lock:
+            if self._send_queue is None:
+                client = redis.Redis.from_url(
+                    self.settings.redis_url, socket_timeout=5, socket_connect_timeout=2
+                )
+                self._send_queue = make_send_queue(self.settings, client)
+            return self._send_queue
+
     def after_fork(self) -> None:
-        """Forget the parent's pool and HTTP session without closing the parent's sockets."""
+        """Forget the parent's pool, HTTP session and broker connection, without closing them."""
         self._lock = threading.Lock()
         if self._engine is not None:
             self._engine.dispose(close=False)
-        self._provider = None
+        self._provider = self._send_queue = None
 
     def close(self) -> None:
         """Close the pooled database connections."""

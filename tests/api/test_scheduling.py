@@ -55,6 +55,16 @@ class NeverCalled:
         raise AssertionError("a message that must not go reached the provider")
 
 
+def hand_off_to_nobody(session_factory, settings, message_id: int):
+    """Run a worker's hand-off of the message against a provider that must not be called."""
+    return hand_off(
+        session_factory,
+        NeverCalled(),
+        message_id=message_id,
+        status_callback_base=settings.status_callback_base,
+    )
+
+
 def test_send_at_is_charged_now_held_and_shown_in_utc(client, session, account, redis_client):
     user_id, token, number_id = account
     due = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
@@ -147,12 +157,7 @@ def test_a_canceled_queued_message_is_never_handed_over(
     _, token, number_id = account
     message_id = send(client, token, number_id).get_json()["data"]["id"]  # queued, task queued
     assert client.post(f"/api/user/sms/{message_id}/cancel", headers=auth(token)).status_code == 200
-    outcome = hand_off(
-        session_factory,
-        NeverCalled(),
-        message_id=message_id,
-        status_callback_base=settings.status_callback_base,
-    )
+    outcome = hand_off_to_nobody(session_factory, settings, message_id)
     assert outcome.kind == "skipped"
     session.expire_all()
     assert session.get(Message, message_id).status == "canceled"
@@ -233,12 +238,7 @@ def test_validity_expired_before_the_hand_off_fails_refunds_and_never_sends(
         .values(valid_until=utcnow() - timedelta(seconds=1))
     )
     session.commit()
-    outcome = hand_off(
-        session_factory,
-        NeverCalled(),
-        message_id=waiting,
-        status_callback_base=settings.status_callback_base,
-    )
+    outcome = hand_off_to_nobody(session_factory, settings, waiting)
     assert outcome.kind == "skipped"
     assert expire_overdue(session_factory, limit=100) == 1  # the scheduled one; the other is done
     session.expire_all()

@@ -14,28 +14,14 @@ from __future__ import annotations
 import logging
 import time
 
-import redis
-from celery import Celery, shared_task
+from celery import shared_task
 
 from shared.release import expire_overdue, release_due
 from worker.context import context_for
-from worker.send_queue import SendQueue, make_send_queue
 
 log = logging.getLogger(__name__)
 BATCH = 2000
 RUN_SECONDS = 5.0
-
-
-def send_queue_for(app: Celery) -> SendQueue:
-    """Return this process's send queue, made on first use (after a prefork child's fork)."""
-    queue = getattr(app, "gateway_send_queue", None)
-    if queue is None:
-        settings = app.gateway_settings  # type: ignore[attr-defined]
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
-        queue = app.gateway_send_queue = make_send_queue(settings, client)  # type: ignore[attr-defined]
-    return queue
 
 
 @shared_task(name="release_scheduled", bind=True)
@@ -50,7 +36,7 @@ def release_scheduled(self) -> int:  # type: ignore[no-untyped-def]
     while time.monotonic() - started < RUN_SECONDS:
         batch = release_due(context.session_factory, limit=BATCH)
         if batch.singles:
-            send_queue_for(self.app).push_many([(mid, None) for mid in batch.singles])
+            context.send_queue.push_many([(mid, None) for mid in batch.singles])
         released += batch.count
         if batch.count < BATCH:
             break
