@@ -3,16 +3,19 @@
 from shared.models.accounts import ApiToken, OptOut, PhoneNumber, Price, User
 from shared.models.campaigns import Campaign, CampaignRecipient
 from shared.models.events import TwilioEvent, UserCallback
+from shared.models.inbound import InboundMessage
 from shared.models.ledger import LedgerEntry
-from shared.models.messages import IdempotencyKey, Message
+from shared.models.messages import IdempotencyKey, Message, MessageEvent
 
 __all__ = [
     "ApiToken",
     "Campaign",
     "CampaignRecipient",
     "IdempotencyKey",
+    "InboundMessage",
     "LedgerEntry",
     "Message",
+    "MessageEvent",
     "OptOut",
     "PhoneNumber",
     "Price",

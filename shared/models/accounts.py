@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, Money, utcnow
@@ -31,6 +31,8 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # `live`, or `test`: a test token's sends are checked and priced but never charged or sent.
+    mode: Mapped[str] = mapped_column(String(4), default="live", server_default="live")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -45,6 +47,8 @@ class PhoneNumber(Base):
     sms_capable: Mapped[bool] = mapped_column(Boolean, default=True)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     mps: Mapped[int] = mapped_column(Integer, default=1)
+    # Where incoming messages to this number are forwarded, signed, as JSON.
+    inbound_url: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, Money, utcnow
@@ -47,6 +47,9 @@ class Campaign(Base):
     send_at: Mapped[datetime | None] = mapped_column(default=None)
     quiet_hours: Mapped[str | None] = mapped_column(String(11), default=None)
     validity_period: Mapped[int | None] = mapped_column(Integer, default=None)
+    reference: Mapped[str | None] = mapped_column(String(255), default=None)
+    smart_encoding: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    mode: Mapped[str] = mapped_column(String(4), default="live", server_default="live")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

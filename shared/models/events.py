@@ -33,7 +33,10 @@ class TwilioEvent(Base):
 
 
 class UserCallback(Base):
-    """A status event owed to a user's `status_callback` URL: the outbox row.
+    """An event owed to a user's URL: the outbox row.
+
+    A status change goes to the message's `status_callback`, an incoming
+    message to its number's `inbound_url`.
 
     Written in the transaction that changes the status, delivered by a task,
     and swept again by the beat while `delivered_at` and `gave_up_at` are empty.
@@ -45,8 +48,12 @@ class UserCallback(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    message_id: Mapped[int] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    # A status event names its message; a forwarded incoming message, its inbound row.
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True, default=None
+    )
+    inbound_message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inbound_messages.id", ondelete="CASCADE"), index=True, default=None
     )
     url: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict] = mapped_column(JSON)

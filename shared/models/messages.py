@@ -73,6 +73,15 @@ class Message(Base):
             "valid_until",
             where="valid_until IS NOT NULL AND status IN ('scheduled', 'queued')",
         ),
+        # A test token lists only test messages: they are few beside the live ones.
+        partial_index("ix_messages_test_user_id_id", "user_id", "id", where="mode = 'test'"),
+        partial_index(
+            "ix_messages_reference_user_id_id",
+            "reference",
+            "user_id",
+            "id",
+            where="reference IS NOT NULL",
+        ),
         # A campaign sends once to each recipient, whatever the uploaded duplicates.
         partial_index(
             "uq_messages_campaign_id_to",
@@ -110,8 +119,31 @@ class Message(Base):
     campaign_id: Mapped[int | None] = mapped_column(
         ForeignKey("campaigns.id", ondelete="CASCADE"), default=None
     )
+    # The caller's own text, echoed in every answer and callback.
+    reference: Mapped[str | None] = mapped_column(String(255), default=None)
+    # `test` messages are never charged and never reach Twilio (`shared.testmode`).
+    mode: Mapped[str] = mapped_column(String(4), default="live", server_default="live")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class MessageEvent(Base):
+    """One status a message took, written by the database itself.
+
+    Triggers on `messages` (migration 0008) insert a row for each new message
+    and for each change of its status, in the statement that makes it: no
+    code path can forget one, none costs a round trip, and since a status
+    never moves backwards each appears once. The id orders them.
+    """
+
+    __tablename__ = "message_events"
+    __table_args__ = (Index("ix_message_events_message_id_id", "message_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class IdempotencyKey(Base):
