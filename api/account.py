@@ -1,4 +1,4 @@
-"""The user's balance and phone numbers."""
+"""The user's balance and phone numbers, and where a number's incoming messages go."""
 
 from __future__ import annotations
 
@@ -6,10 +6,22 @@ from flask import Blueprint, g
 from sqlalchemy import select
 
 from api.auth import require_user
+from api.errors import ApiError
 from api.gateway import gateway
 from api.openapi import document
-from api.schemas import BalanceOut, PhoneNumbersOut, WebhookSecretOut
+from api.schemas import (
+    BalanceOut,
+    ErrorOut,
+    PhoneNumberOne,
+    PhoneNumbersOut,
+    PhoneNumberUpdate,
+    WebhookSecretOut,
+    json_body,
+    parse,
+)
 from api.serialize import number_json
+from shared import inbound
+from shared.errors import Rejected
 from shared.models import PhoneNumber, User
 from shared.money import CURRENCY, as_number
 
@@ -44,3 +56,35 @@ def phone_numbers():
             select(PhoneNumber).where(PhoneNumber.user_id == g.user_id).order_by(PhoneNumber.id)
         ).all()
     return {"data": [number_json(n) for n in rows]}
+
+
+@bp.patch("/phone-numbers/<int:number_id>")
+@document(
+    "Forward your number's incoming messages to a URL, or stop (null)",
+    body=PhoneNumberUpdate,
+    responses={200: PhoneNumberOne, 400: ErrorOut, 404: ErrorOut},
+)
+def update_number(number_id: int):
+    """Set or clear the number's `inbound_url`; another user's number is not found.
+
+    The number is looked up before the body is read, so another user's id
+    answers 404 whatever the body holds.
+    """
+    gw = gateway()
+    with gw.sessions() as session:
+        number = inbound.user_number(session, user_id=g.user_id, number_id=number_id)
+        if number is None:
+            raise ApiError(404, "Phone number not found")
+        req = parse(PhoneNumberUpdate, json_body())
+        if "inbound_url" in req.model_fields_set:  # absent: left as it is
+            try:
+                inbound.set_inbound_url(
+                    session,
+                    number=number,
+                    inbound_url=req.inbound_url,
+                    allow_private=gw.settings.callback_allow_private,
+                )
+            except Rejected as rejected:
+                raise ApiError(400, rejected.message) from None
+        session.commit()
+        return {"data": number_json(number)}

@@ -11,7 +11,18 @@ from redis.retry import Retry
 from sqlalchemy import Engine
 from werkzeug.routing import IntegerConverter, Map
 
-from api import account, campaigns, errors, health, metrics, openapi, sms, webhooks
+from api import (
+    account,
+    campaigns,
+    errors,
+    health,
+    inbound,
+    metrics,
+    openapi,
+    sms,
+    transactions,
+    webhooks,
+)
 from api.committer import Committer
 from api.gateway import Gateway
 from shared import logs
@@ -86,6 +97,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.init_app(app)
     for module in (sms, campaigns, account, health, webhooks):
         app.register_blueprint(module.bp)
+    app.register_blueprint(transactions.bp)
+    app.register_blueprint(inbound.bp)
     app.register_blueprint(openapi.bp)
     logging.getLogger(__name__).info("api ready")
     return app

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.errors import ApiError
 from api.gateway import gateway
-from shared.accounts import hash_token, user_for_token
+from shared.accounts import Caller, caller_for_token, hash_token
 
 _SELF_AUTHENTICATING = "smsgw_self_authenticating"
 
@@ -47,12 +47,12 @@ def bearer_token() -> str:
 
 
 def authenticate(token: str) -> int:
-    """Set and return `g.user_id` for the token, or answer 401."""
-    user_id = _user_for(token)
-    if user_id is None:
+    """Set `g.user_id` and `g.mode` (`live` or `test`) for the token, or answer 401."""
+    caller = _caller_for(token)
+    if caller is None:
         raise ApiError(401, "Unauthenticated")
-    g.user_id = user_id
-    return user_id
+    g.user_id, g.mode = caller
+    return caller.user_id
 
 
 def rate_key(token_hash: str) -> str:
@@ -65,7 +65,7 @@ def too_many_requests(wait: int) -> ApiError:
     return ApiError(429, "Too many requests", headers={"Retry-After": str(wait)})
 
 
-def _user_for(token: str) -> int | None:
+def _caller_for(token: str) -> Caller | None:
     """Look the token up on the request's connection, the first statement it runs.
 
     The hot-path pool does not ping a connection before lending it. If the
@@ -75,9 +75,9 @@ def _user_for(token: str) -> int | None:
     """
     gw = gateway()
     try:
-        return user_for_token(gw.connection(), token)
+        return caller_for_token(gw.connection(), token)
     except DBAPIError as error:
         if not error.connection_invalidated:
             raise
     gw.close_connection()
-    return user_for_token(gw.connection(), token)
+    return caller_for_token(gw.connection(), token)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, g, request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -22,10 +22,14 @@ from api.paging import CursorQuery, PageMeta
 from api.schemas import (
     ErrorOut,
     check_body,
+    check_reference,
+    check_smart_encoding,
     json_body,
     parse,
     quiet_hours_field,
+    reference_field,
     send_at_field,
+    smart_encoding_field,
     validity_field,
 )
 from api.serialize import timestamp
@@ -64,6 +68,8 @@ class CreateCampaign(BaseModel):
     send_at: Any = send_at_field()
     quiet_hours: Any = quiet_hours_field()
     validity_period: Any = validity_field()
+    reference: Any = reference_field()
+    smart_encoding: Any = smart_encoding_field()
 
 
 class CampaignSummary(BaseModel):
@@ -80,6 +86,9 @@ class CampaignSummary(BaseModel):
     send_at: str | None = Field(description="UTC time it was asked to go, or null")
     quiet_hours: str | None = Field(description="HH:MM-HH:MM of each recipient's time, or null")
     validity_period: int | None
+    reference: str | None
+    smart_encoding: bool
+    mode: Literal["live", "test"]
     created_at: str
     updated_at: str
 
@@ -148,6 +157,8 @@ def create():
             "from": _form_int("from"),
             "body": request.form.get("body"),
             "status_callback": request.form.get("status_callback"),
+            "reference": request.form.get("reference"),
+            "smart_encoding": _form_bool("smart_encoding"),
         }
         present = {name: value for name, value in fields.items() if value is not None}
         req = parse(CreateCampaign, {**present, "recipients": []})
@@ -159,6 +170,8 @@ def create():
         schedule = _schedule(json_body())
         template = _template(req.body)
         rows = campaigns.json_recipients(req.recipients, template)
+    reference = check_reference(req.reference)
+    smart_encoding = check_smart_encoding(req.smart_encoding)
     try:
         callback = req.status_callback and check_callback_url(
             req.status_callback, allow_private=gw.settings.callback_allow_private
@@ -174,6 +187,9 @@ def create():
                 recipients=rows,
                 status_callback=callback or None,
                 schedule=schedule,
+                reference=reference,
+                smart_encoding=smart_encoding,
+                mode=g.mode,
             )
             session.commit()
     except Rejected as rejected:
@@ -199,7 +215,9 @@ def index():
     """List the user's campaigns, newest first, by cursor."""
     limit, before = paging.cursor()
     with gateway().sessions() as session:
-        result = campaigns.list_campaigns(session, user_id=g.user_id, limit=limit, before=before)
+        result = campaigns.list_campaigns(
+            session, user_id=g.user_id, limit=limit, before=before, mode=g.mode
+        )
     return {
         "data": [campaign_summary(campaign) for campaign in result.items],
         "meta": paging.meta(result, limit),
@@ -211,8 +229,10 @@ def index():
 def show(campaign_id: int):
     """Return a campaign with its message counts, cost and refunds, read now."""
     with gateway().sessions() as session:
-        campaign = session.get(Campaign, campaign_id)
-        if campaign is None or campaign.user_id != g.user_id:
+        campaign = campaigns.find_campaign(
+            session, user_id=g.user_id, campaign_id=campaign_id, mode=g.mode
+        )
+        if campaign is None:
             raise ApiError(404, "Campaign not found")
         return {"data": campaign_json(campaign, session)}
 
@@ -227,7 +247,7 @@ def cancel(campaign_id: int):
     with gateway().sessions() as session:
         try:
             campaign = campaigns.cancel_campaign(
-                session, user_id=g.user_id, campaign_id=campaign_id
+                session, user_id=g.user_id, campaign_id=campaign_id, mode=g.mode
             )
         except campaigns.NotCancelable as error:
             raise ApiError(409, f"Campaign is already {error.status}") from None
@@ -269,6 +289,9 @@ def campaign_summary(campaign: Campaign) -> dict[str, Any]:
         "send_at": timestamp(campaign.send_at),
         "quiet_hours": campaign.quiet_hours,
         "validity_period": campaign.validity_period,
+        "reference": campaign.reference,
+        "smart_encoding": campaign.smart_encoding,
+        "mode": campaign.mode,
         "created_at": timestamp(campaign.created_at),
         "updated_at": timestamp(campaign.updated_at),
     }
@@ -281,6 +304,12 @@ def _template(body: str):
     except TemplateError as error:
         text = f"The body field is not a valid template: {error}"
         raise ApiError(400, text, {"body": [text]}) from None
+
+
+def _form_bool(name: str) -> Any:
+    """Return a form field `true`/`false` as a bool; anything else as given, for the 400."""
+    raw = request.form.get(name)
+    return {"true": True, "false": False}.get(raw.strip().lower(), raw) if raw else None
 
 
 def _form_int(name: str) -> Any:

@@ -105,9 +105,12 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.option("--user", "user_id", type=int, required=True)
-def tokens_create(user_id: int) -> None:
+@click.option(
+    "--test", is_flag=True, help="A test token: sends are checked, never charged or sent."
+)
+def tokens_create(user_id: int, test: bool) -> None:
     """Create another API token for a user."""
-    _run(lambda session: {"token": accounts.create_token(session, user_id=user_id)})
+    _run(lambda session: {"token": accounts.create_token(session, user_id=user_id, test=test)})
 
 
 @main.group()
@@ -158,7 +161,7 @@ def prices_set(country: str, price: str) -> None:
 
 @main.command()
 def purge() -> None:
-    """Delete final messages past MESSAGE_RETENTION_DAYS now (beat does it every hour)."""
+    """Delete final messages and inbound messages past MESSAGE_RETENTION_DAYS now (beat: hourly)."""
     from shared.retention import purge as purge_messages
 
     settings = settings_or_exit()
@@ -170,7 +173,7 @@ def purge() -> None:
     _emit({"deleted": purged.deleted})
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--port", type=int, default=8025, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--latency-ms", type=int, default=0, help="Delay before answering a create.")
@@ -182,7 +185,16 @@ def purge() -> None:
 @click.option("--no-callbacks", is_flag=True, help="Post no status callbacks.")
 @click.option("--seed", type=int, default=None, help="Make fault injection reproducible.")
 @click.option("--quiet", is_flag=True, help="Log no line per request.")
+@click.option(
+    "--gateway-url",
+    envvar="PUBLIC_BASE_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The gateway's public base URL, for POST /_sandbox/inbound (env PUBLIC_BASE_URL).",
+)
+@click.pass_context
 def sandbox(
+    ctx,
     port,
     host,
     latency_ms,
@@ -194,8 +206,9 @@ def sandbox(
     no_callbacks,
     seed,
     quiet,
+    gateway_url,
 ):
-    """Serve the local Twilio-compatible sandbox.
+    """Serve the local Twilio-compatible sandbox; `smsgw sandbox reply` plays a recipient.
 
     It accepts TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN from the environment,
     else the sandbox's own development credentials.
@@ -204,6 +217,8 @@ def sandbox(
 
     from sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, serve
 
+    if ctx.invoked_subcommand is not None:
+        return
     serve(
         host=host,
         port=port,
@@ -218,7 +233,43 @@ def sandbox(
         rate_undelivered=rate_undelivered,
         callbacks=not no_callbacks,
         log_requests=not quiet,
+        gateway_url=gateway_url,
     )
+
+
+@sandbox.command("reply")
+@click.option("--from", "from_", required=True, help="The recipient replying, e.g. +14155550123.")
+@click.option("--to", required=True, help="The gateway's number replied to, e.g. +15005550006.")
+@click.option("--body", required=True, help="The text, e.g. Hi, or STOP.")
+@click.option(
+    "--gateway-url",
+    envvar="PUBLIC_BASE_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The gateway's public base URL (env PUBLIC_BASE_URL).",
+)
+def sandbox_reply(from_: str, to: str, body: str, gateway_url: str) -> None:
+    """Post an incoming message to the gateway's inbound webhook, signed as Twilio signs it.
+
+    It signs with TWILIO_AUTH_TOKEN (else the sandbox's), as the gateway checks;
+    prints `{"sid", "url", "status", "error"}` and fails unless the gateway answers 2xx.
+    """
+    import os
+
+    from sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
+    from sandbox.inbound import deliver_inbound
+
+    delivery = deliver_inbound(
+        gateway_url=gateway_url,
+        account_sid=os.environ.get("TWILIO_ACCOUNT_SID") or SANDBOX_ACCOUNT_SID,
+        auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or SANDBOX_AUTH_TOKEN,
+        from_=from_,
+        to=to,
+        body=body,
+    )
+    _emit(delivery.to_json())
+    if not delivery.ok:
+        raise click.ClickException(delivery.error or "the gateway did not accept it")
 
 
 @main.command()

@@ -242,8 +242,15 @@ def banner(*, port: int, flower_port: int, token: str, number_id: int) -> str:
             f"{name:<9} curl -s {api}{path} {auth} -H 'Content-Type: application/json'"
             f" -d '{json.dumps(body)}'"
         )
+    # The sandbox plays the recipient: its reply reaches the gateway's signed inbound webhook.
+    smsgw = os.path.relpath(Path(sys.executable).parent / "smsgw")
+    if smsgw.startswith(".."):
+        smsgw = str(Path(sys.executable).parent / "smsgw")
     lines += [
         f"{'status':<9} curl -s {api}/api/user/sms {auth}",
+        f"{'reply':<9} {smsgw} sandbox reply --gateway-url {api} --from {to} --to {DEMO_NUMBER}"
+        " --body 'Hi there'",
+        f"{'inbound':<9} curl -s {api}/api/user/sms/inbound {auth}",
         "",
         "Ctrl-C stops everything.",
         "",

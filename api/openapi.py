@@ -44,6 +44,8 @@ class Doc:
     tag: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Other media types a status may answer with, beside its JSON: {200: {"text/csv": {...}}}.
+    also: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def document(summary: str, **kwargs: Any) -> Callable:
@@ -132,6 +134,8 @@ def _operation(doc: Doc, path: str, params: list[dict], models: set) -> dict[str
         responses.setdefault(401, schemas.ErrorOut)
         responses.setdefault(429, schemas.ErrorOut)  # the per-token rate limit
     op["responses"] = {str(code): _response(answer, models) for code, answer in responses.items()}
+    for code, content in doc.also.items():
+        op["responses"][str(code)].setdefault("content", {}).update(content)
     op.update(doc.extra)
     return op
 
@@ -196,7 +200,7 @@ declare(
 )
 declare(
     "webhooks.inbound",
-    "Twilio incoming message: STOP / START keywords",
+    "Twilio incoming message: stored once per MessageSid, forwarded, STOP / START applied",
     form=schemas.TwilioInboundForm,
     responses={200: "Empty TwiML `<Response/>`", 403: schemas.ErrorOut},
     tag="webhooks",

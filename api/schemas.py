@@ -11,6 +11,8 @@ from api.errors import ApiError
 from api.paging import CursorQuery, PageMeta
 from shared.db import MAX_ID
 from shared.messaging import MAX_BODY_CHARS, STATUSES, is_unicode_text
+from shared.smart_encoding import replace as smart_encode
+from shared.transactions import KINDS
 
 TYPE_NAMES = {
     "int_type": "an integer",
@@ -59,6 +61,52 @@ def validity_field() -> Any:
     )
 
 
+MAX_REFERENCE_CHARS = 255
+
+
+def reference_field() -> Any:
+    """The `reference` field of a send or a campaign: the caller's own text."""
+    return Field(
+        default=None,
+        description=f"Your own text, up to {MAX_REFERENCE_CHARS} characters: stored, in every"
+        " answer and status callback, and a list filter",
+        json_schema_extra={"type": ["string", "null"], "maxLength": MAX_REFERENCE_CHARS},
+    )
+
+
+def smart_encoding_field() -> Any:
+    """The `smart_encoding` field of a send, a quote or a campaign."""
+    return Field(
+        default=None,
+        description="true: characters with a GSM-7 look-alike in Twilio's Smart Encoding table"
+        " (curly quotes, dashes, ellipsis, ...) are replaced before counting, pricing and"
+        " sending",
+        json_schema_extra={"type": ["boolean", "null"]},
+    )
+
+
+def check_reference(value: Any) -> str | None:
+    """Return the send's reference (None when absent or empty), or answer the contract's 400."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or "\x00" in value or not is_unicode_text(value):
+        raise ApiError(400, "The reference field must be a string")
+    if len(value) > MAX_REFERENCE_CHARS:
+        text = f"The reference field must not be greater than {MAX_REFERENCE_CHARS} characters"
+        raise ApiError(400, text, {"reference": [text]})
+    return value
+
+
+def check_smart_encoding(value: Any) -> bool:
+    """Return whether the send asked for Smart Encoding, or answer the contract's 400."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        text = "The smart_encoding field must be true or false"
+        raise ApiError(400, text, {"smart_encoding": [text]})
+    return value
+
+
 class SendSms(BaseModel):
     """The body of `POST /api/user/sms`."""
 
@@ -74,6 +122,22 @@ class SendSms(BaseModel):
     send_at: Any = send_at_field()
     quiet_hours: Any = quiet_hours_field()
     validity_period: Any = validity_field()
+    # Checked by `check_reference` and `check_smart_encoding` for the contract's messages.
+    reference: Any = reference_field()
+    smart_encoding: Any = smart_encoding_field()
+
+
+class QuoteSms(BaseModel):
+    """The body of `POST /api/user/sms/quote`: a send's, `from` optional."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    from_: StrictInt | None = Field(
+        default=None, alias="from", description="Id of one of your phone numbers: checked if given"
+    )
+    to: StrictStr = Field(description="Recipient in international format, e.g. +14155550123")
+    body: StrictStr = Field(description=f"Text, at most {MAX_BODY_CHARS} characters")
+    smart_encoding: Any = smart_encoding_field()
 
 
 def json_body() -> dict[str, Any]:
@@ -101,6 +165,21 @@ def _field_message(field: str, kind: str) -> str:
     if kind == "missing":
         return f"The {field} field is required"
     return f"The {field} field must be {TYPE_NAMES.get(kind, 'valid')}"
+
+
+def checked_body(body: str, smart_encoding: Any) -> str:
+    """Return the body to store and send: checked, and Smart-Encoded when asked for.
+
+    The limits apply to the text as given; a body that Smart Encoding empties
+    (it drops zero-width and control characters) is as good as none.
+    """
+    check_body(body)
+    if not check_smart_encoding(smart_encoding):
+        return body
+    replaced = smart_encode(body)
+    if not replaced.strip():
+        raise ApiError(400, "The body field is required", {"body": ["The body field is required"]})
+    return replaced
 
 
 def check_body(body: str) -> None:
@@ -153,6 +232,8 @@ class MessageOut(BaseModel):
         description="UTC time it is due (its send_at, or the end of its quiet hours), or null"
     )
     validity_period: int | None
+    reference: str | None
+    mode: Literal["live", "test"]
     created_at: str = Timestamp
     updated_at: str = Timestamp
 
@@ -190,6 +271,36 @@ class SmsQuery(CursorQuery):
     status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
     campaign_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     to: str | None = Field(default=None, description="Recipient in E.164")
+    reference: str | None = Field(default=None, description="Your reference, exactly")
+
+
+class Quote(BaseModel):
+    to: str = Field(description="The recipient in E.164")
+    country: str = Field(description="ISO country of the recipient, whose price applies")
+    segments: int
+    encoding: str = Field(description="GSM-7 or UCS-2")
+    segment_price: float
+    total_cost: float
+    balance: float
+    affordable: bool = Field(description="Whether the balance covers it now")
+
+
+class QuoteOut(BaseModel):
+    """What the send would cost; nothing was written or charged."""
+
+    data: Quote
+
+
+class MessageEventOut(BaseModel):
+    status: str = Field(description=", ".join(STATUSES))
+    error_code: int | None
+    occurred_at: str = Timestamp
+
+
+class MessageEventsOut(BaseModel):
+    """Every status the message took, oldest first, each once."""
+
+    data: list[MessageEventOut]
 
 
 class Balance(BaseModel):
@@ -209,6 +320,9 @@ class PhoneNumberOut(BaseModel):
     sms_capable: bool
     expires_at: str | None = Timestamp
     mps: int
+    inbound_url: str | None = Field(
+        default=None, description="Where incoming messages to this number are forwarded"
+    )
 
 
 class PhoneNumbersOut(BaseModel):
@@ -246,3 +360,97 @@ class TwilioInboundForm(BaseModel):
     To: str
     Body: str
     AccountSid: str | None = None
+
+
+class TransactionsQuery(CursorQuery):
+    """Filters and cursor of `GET /api/user/transactions`."""
+
+    kind: Literal[KINDS] | None = None  # type: ignore[valid-type]
+    since: str | None = Field(
+        default=None,
+        description="Only rows created at or after this time (ISO 8601 with an offset,"
+        " or `YYYY-MM-DD HH:MM:SS` UTC)",
+    )
+    until: str | None = Field(
+        default=None, description="Only rows created before this time (as `since`)"
+    )
+    format: Literal["json", "csv"] = Field(
+        default="json",
+        description="`csv`: every row in range as text/csv (no limit), streamed",
+    )
+
+
+class TransactionOut(BaseModel):
+    """One ledger row: a signed change of the balance."""
+
+    id: int
+    kind: Literal[KINDS]  # type: ignore[valid-type]
+    amount: float = Field(description="Signed, in USD: a charge is negative")
+    message_id: int | None
+    campaign_id: int | None
+    note: str | None
+    created_at: str = Timestamp
+
+
+class TransactionsPage(BaseModel):
+    """A page of the ledger, newest first; `meta.next` is the path of the next page."""
+
+    data: list[TransactionOut]
+    meta: PageMeta
+
+
+class PhoneNumberUpdate(BaseModel):
+    """The body of `PATCH /api/user/phone-numbers/{number_id}`: a field left out stays as it is."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inbound_url: StrictStr | None = Field(
+        default=None,
+        description="http(s) URL each incoming message to the number is POSTed to, signed"
+        " as status callbacks are; null stops forwarding",
+    )
+
+
+class PhoneNumberOne(BaseModel):
+    """One of your phone numbers."""
+
+    data: PhoneNumberOut
+
+
+class InboundOut(BaseModel):
+    """One message a recipient sent to one of your numbers."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: int
+    phone_number_id: int
+    from_: str = Field(alias="from", description="The sender, as Twilio gives it")
+    to: str = Field(description="Your number it was sent to")
+    body: str
+    sms_sid: str = Field(description="Twilio's MessageSid")
+    keyword: Literal["STOP", "START"] | None = Field(
+        description="STOP or START when the message opted its sender out or back in"
+    )
+    received_at: str = Timestamp
+
+
+class InboundOne(BaseModel):
+    """One inbound message."""
+
+    data: InboundOut
+
+
+class InboundPage(BaseModel):
+    """A page of inbound messages, newest first; `meta.next` is the path of the next page."""
+
+    data: list[InboundOut]
+    meta: PageMeta
+
+
+class InboundQuery(CursorQuery):
+    """Filters and cursor of `GET /api/user/sms/inbound`."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    phone_number_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    from_: str | None = Field(default=None, alias="from", description="Sender in E.164")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.models import Message, PhoneNumber
+from shared.models import InboundMessage, Message, PhoneNumber
 from shared.money import as_number
 
 
@@ -33,6 +33,8 @@ def message_json(message: Message) -> dict[str, Any]:
         "campaign_id": message.campaign_id,
         "send_at": timestamp(message.send_at),
         "validity_period": message.validity_period,
+        "reference": message.reference,
+        "mode": message.mode,
         "created_at": timestamp(message.created_at),
         "updated_at": timestamp(message.updated_at),
     }
@@ -46,4 +48,19 @@ def number_json(number: PhoneNumber) -> dict[str, Any]:
         "sms_capable": number.sms_capable,
         "expires_at": timestamp(number.expires_at),
         "mps": number.mps,
+        "inbound_url": number.inbound_url,
+    }
+
+
+def inbound_json(message: InboundMessage) -> dict[str, Any]:
+    """Return an incoming message as the API shows it."""
+    return {
+        "id": message.id,
+        "phone_number_id": message.phone_number_id,
+        "from": message.from_number,
+        "to": message.to,
+        "body": message.body,
+        "sms_sid": message.sms_sid,
+        "keyword": message.keyword,
+        "received_at": timestamp(message.received_at),
     }

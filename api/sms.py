@@ -9,6 +9,7 @@ from flask import Blueprint, g, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from api import idempotency, paging
 from api.auth import (
@@ -26,17 +27,21 @@ from api.metrics import ACCEPTED
 from api.openapi import document
 from api.schemas import (
     ErrorOut,
+    MessageEventsOut,
+    QuoteOut,
+    QuoteSms,
     SendSms,
     SmsCanceled,
     SmsOne,
     SmsPage,
     SmsQuery,
     SmsQueued,
-    check_body,
+    check_reference,
+    checked_body,
     json_body,
     parse,
 )
-from api.serialize import message_json
+from api.serialize import message_json, timestamp
 from shared import listing, logs
 from shared.accounts import hash_token
 from shared.callback_urls import check_callback_url
@@ -47,9 +52,12 @@ from shared.messaging import (
     accept_many,
     accept_message,
     fail,
+    message_events,
     prepare_send,
 )
 from shared.models import Message
+from shared.money import as_number
+from shared.quotes import quote
 from shared.release import NotCancelable, cancel_message
 from shared.scheduling import Schedule
 
@@ -109,7 +117,8 @@ def send():
 def _send_fields(gw: Gateway) -> dict:
     """Return the send's checked fields, or answer the contract's 400."""
     req = parse(SendSms, json_body())
-    check_body(req.body)
+    body = checked_body(req.body, req.smart_encoding)
+    reference = check_reference(req.reference)
     try:
         callback = req.status_callback and check_callback_url(
             req.status_callback, allow_private=gw.settings.callback_allow_private
@@ -130,8 +139,9 @@ def _send_fields(gw: Gateway) -> dict:
     return dict(
         phone_number_id=req.from_,
         to=req.to,
-        body=req.body,
+        body=body,
         status_callback=callback or None,
+        reference=reference,
         schedule=schedule,
     )
 
@@ -209,7 +219,7 @@ def _accept_in_session(
             if prepared is not None:
                 message = accept_many(session.connection(), [prepared])[0]
         if message is None:
-            message = accept_message(session, user_id=g.user_id, **fields)
+            message = accept_message(session, user_id=g.user_id, mode=g.mode, **fields)
         answer = _answer(message)
         if key is not None:
             idempotency.remember(
@@ -229,12 +239,75 @@ def _accept_in_session(
 def show(message_id: int):
     """Return one of the user's messages."""
     with gateway().sessions() as session:
-        message = session.scalar(
-            select(Message).where(Message.id == message_id, Message.user_id == g.user_id)
+        message = _own_message(session, message_id)
+    return {"data": message_json(message)}
+
+
+def _own_message(session: Session, message_id: int) -> Message:
+    """Return the caller's message of its token's mode, or answer 404."""
+    message = session.scalar(
+        select(Message).where(
+            Message.id == message_id, Message.user_id == g.user_id, Message.mode == g.mode
         )
+    )
     if message is None:
         raise ApiError(404, "SMS not found")
-    return {"data": message_json(message)}
+    return message
+
+
+@bp.get("/sms/<int:message_id>/events")
+@document(
+    "Every status one of your messages took", responses={200: MessageEventsOut, 404: ErrorOut}
+)
+def events(message_id: int):
+    """Return the statuses the message took, oldest first, each once."""
+    with gateway().sessions() as session:
+        _own_message(session, message_id)
+        rows = message_events(session, message_id=message_id)
+    return {
+        "data": [
+            {
+                "status": row.status,
+                "error_code": row.error_code,
+                "occurred_at": timestamp(row.occurred_at),
+            }
+            for row in rows
+        ]
+    }
+
+
+@bp.post("/sms/quote")
+@document(
+    "What a send would cost: checked and priced as the send is, nothing written or charged",
+    body=QuoteSms,
+    responses={200: QuoteOut, 400: ErrorOut},
+)
+def quote_send():
+    """Check and price a send without writing it; a balance too low says `affordable: false`."""
+    req = parse(QuoteSms, json_body())
+    body = checked_body(req.body, req.smart_encoding)
+    if req.from_ is not None and not 1 <= req.from_ <= MAX_ID:
+        raise ApiError(400, "From number not found")
+    with gateway().sessions() as session:
+        try:
+            found = quote(
+                session, user_id=g.user_id, phone_number_id=req.from_, to=req.to, body=body
+            )
+        except Rejected as rejected:
+            raise ApiError(400, rejected.message) from None
+    priced = found.priced
+    return {
+        "data": {
+            "to": priced.to,
+            "country": priced.country,
+            "segments": priced.segments,
+            "encoding": priced.encoding,
+            "segment_price": as_number(priced.segment_price),
+            "total_cost": as_number(priced.total_cost),
+            "balance": as_number(found.balance),
+            "affordable": found.affordable,
+        }
+    }
 
 
 @bp.post("/sms/<int:message_id>/cancel")
@@ -246,7 +319,7 @@ def cancel(message_id: int):
     """Cancel and refund one of the user's scheduled or queued messages."""
     with gateway().sessions() as session:
         try:
-            message = cancel_message(session, user_id=g.user_id, message_id=message_id)
+            message = cancel_message(session, user_id=g.user_id, message_id=message_id, mode=g.mode)
         except NotCancelable:
             raise ApiError(409, "SMS can no longer be canceled") from None
         if message is None:
@@ -264,15 +337,18 @@ def index():
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise ApiError(400, f"The status field must be one of {', '.join(STATUSES)}")
-    to = request.args.get("to", "").strip().replace(" ", "+") or None
+    # An unescaped `+` arrives as a space: put it back before trimming.
+    to = request.args.get("to", "").replace(" ", "+").strip() or None
     with gateway().sessions() as session:
         result = listing.list_messages(
             session,
             user_id=g.user_id,
+            mode=g.mode,
             limit=limit,
             before=before,
             status=status,
             campaign_id=paging.int_arg("campaign_id", None, 1, MAX_ID),
             to=to,
+            reference=request.args.get("reference") or None,
         )
     return {"data": [message_json(m) for m in result.items], "meta": paging.meta(result, limit)}

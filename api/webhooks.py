@@ -16,6 +16,7 @@ from api.errors import ApiError
 from api.gateway import gateway
 from shared import delivery, optouts
 from shared.db import MAX_ID
+from shared.inbound import receive
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
 log = logging.getLogger(__name__)
@@ -68,13 +69,23 @@ def status():
 
 @bp.post("/inbound")
 def inbound():
-    """Apply STOP- and START-family keywords; answer empty TwiML."""
+    """Store the message once per SID, forward it, apply STOP / START; answer empty TwiML.
+
+    A repeat of a stored SID changes nothing: its keyword was applied the first time.
+    """
     form = request.form
-    with gateway().sessions() as session:
-        optouts.apply_inbound(
-            session, to=form.get("To", ""), from_=form.get("From", ""), body=form.get("Body", "")
-        )
+    to, from_, body = form.get("To", ""), form.get("From", ""), form.get("Body", "")
+    gw = gateway()
+    with gw.sessions() as session:
+        received = receive(session, sid=form.get("MessageSid", ""), to=to, from_=from_, body=body)
+        if not received.repeat:
+            optouts.apply_inbound(session, to=to, from_=from_, body=body)
         session.commit()
+    if received.callback_id is not None:
+        try:
+            gw.celery.send_task("deliver_user_callback", args=[received.callback_id])
+        except Exception as exc:  # the sweeper delivers it later; the message is stored
+            log.warning("inbound forward %s not enqueued: %s", received.callback_id, exc)
     return Response(EMPTY_TWIML, mimetype="text/xml")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from sandbox.inbound import deliver_inbound
+
 admin = Blueprint("sandbox_admin", __name__, url_prefix="/_sandbox")
 
 
@@ -36,6 +38,31 @@ def all_messages() -> Response:
         for m in sandbox.store.all()
     ]
     return jsonify({"messages": messages, "rejected": sandbox.rejected()})
+
+
+@admin.post("/inbound")
+def inbound() -> tuple[Response, int]:
+    """Play a recipient: post `{"from", "to", "body"}` as an incoming message to the gateway.
+
+    It goes to the `gateway_url` switch's inbound webhook, signed with the
+    sandbox's auth token; the answer says what the gateway answered (502 if
+    not 2xx).
+    """
+    sandbox = current_app.extensions["sandbox"]
+    fields = request.get_json(silent=True)
+    if not isinstance(fields, dict) or not all(
+        isinstance(fields.get(name), str) and fields[name] for name in ("from", "to", "body")
+    ):
+        return jsonify({"error": "expected a JSON object with from, to and body"}), 400
+    delivery = deliver_inbound(
+        gateway_url=sandbox.config.gateway_url,
+        account_sid=sandbox.account_sid,
+        auth_token=sandbox.auth_token,
+        from_=fields["from"],
+        to=fields["to"],
+        body=fields["body"],
+    )
+    return jsonify(delivery.to_json()), 200 if delivery.ok else 502
 
 
 @admin.post("/reset")

@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 SANDBOX_ACCOUNT_SID = "AC5a4db0c0ffee5a4db0c0ffee5a4db0c0"
 """The fixed account SID that development setups use against the sandbox."""
 
 SANDBOX_AUTH_TOKEN = "5a4db0c0ffee5a4db0c0ffee5a4db0c0"
 """The fixed auth token that development setups use against the sandbox."""
+
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000"
+"""Where the gateway is, by default, for incoming messages: its PUBLIC_BASE_URL's default."""
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -21,6 +25,8 @@ class SandboxConfig:
     """The fault-injection and callback switches, all changeable at runtime.
 
     Rates are fractions between 0 and 1 and durations are milliseconds.
+    `gateway_url` is the gateway's public base URL, where a simulated
+    incoming message is posted (`sandbox.inbound`).
     """
 
     latency_ms: int = 0
@@ -34,6 +40,7 @@ class SandboxConfig:
     callback_duplicates: bool = False
     callback_shuffle: bool = False
     callback_late_ms: int = 0
+    gateway_url: str = DEFAULT_GATEWAY_URL
 
     def to_dict(self) -> dict[str, Any]:
         """Return the switches as a JSON-ready dictionary."""
@@ -52,6 +59,11 @@ class SandboxConfig:
 
 def _coerce(key: str, kind: str, raw: Any) -> Any:
     """Convert one switch value to its declared kind and check its range."""
+    if kind == "str":
+        parts = urlsplit(raw) if isinstance(raw, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{key} must be an http(s) URL, not {raw!r}")
+        return raw.rstrip("/")
     if kind == "bool":
         if isinstance(raw, bool):
             return raw

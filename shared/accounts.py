@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import phonenumbers
 from sqlalchemy import Connection, bindparam, select
@@ -24,29 +25,52 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: Session, *, user_id: int) -> str:
-    """Create an API token for a user and return it; only its hash is kept."""
+TEST_PREFIX = "test_"
+
+
+def create_token(session: Session, *, user_id: int, test: bool = False) -> str:
+    """Create an API token for a user and return it; only its hash is kept.
+
+    A test token (`shared.testmode`) starts with `test_`, so it is told apart at a glance.
+    """
     if session.get(User, user_id) is None:
         raise AccountError(f"no user with id {user_id}")
-    token = secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user_id, token_hash=hash_token(token)))
+    token = (TEST_PREFIX if test else "") + secrets.token_urlsafe(32)
+    mode = "test" if test else "live"
+    session.add(ApiToken(user_id=user_id, token_hash=hash_token(token), mode=mode))
     session.flush()
     return token
 
 
+class Caller(NamedTuple):
+    """Whose a token is, and its mode (`live` or `test`)."""
+
+    user_id: int
+    mode: str
+
+
 # Built once: every authenticated request runs it.
-_USER_BY_HASH = select(ApiToken.user_id).where(ApiToken.token_hash == bindparam("token_hash"))
+_CALLER_BY_HASH = select(ApiToken.user_id, ApiToken.mode).where(
+    ApiToken.token_hash == bindparam("token_hash")
+)
 
 
-def user_for_token(session: Session | Connection, token: str) -> int | None:
-    """Return the id of the token's user, or None.
+def caller_for_token(session: Session | Connection, token: str) -> Caller | None:
+    """Return the token's user and mode, or None.
 
     The lookup is by hash, so response time says nothing about how much of a
     guessed token was right.
     """
     if not token:
         return None
-    return session.scalar(_USER_BY_HASH, {"token_hash": hash_token(token)})
+    row = session.execute(_CALLER_BY_HASH, {"token_hash": hash_token(token)}).first()
+    return None if row is None else Caller(row.user_id, row.mode)
+
+
+def user_for_token(session: Session | Connection, token: str) -> int | None:
+    """Return the id of the token's user, or None."""
+    caller = caller_for_token(session, token)
+    return None if caller is None else caller.user_id
 
 
 def create_user(session: Session, *, email: str, balance: Decimal) -> tuple[User, str]:

@@ -29,8 +29,16 @@ def charge(session: Session, *, user_id: int, amount: Decimal, message_id: int) 
     session.flush()
 
 
+def covers(session: Session, *, user_id: int, amount: Decimal) -> bool:
+    """Return True when the balance covers `amount`: a test send's check, charging nothing."""
+    balance = session.scalar(select(User.balance).where(User.id == user_id))
+    return balance is not None and balance >= amount
+
+
 def refund(session: Session, *, message: Message, note: str) -> bool:
     """Give back a message's cost once; return False if it was already refunded.
+
+    A test message was never charged: there is nothing to give back.
 
     The message row is locked first, so two refunds racing for the same
     message serialise and the second sees the first one's ledger row.
@@ -41,7 +49,7 @@ def refund(session: Session, *, message: Message, note: str) -> bool:
             LedgerEntry.message_id == message.id, LedgerEntry.kind == "refund"
         )
     )
-    if already is not None or message.total_cost == 0:
+    if already is not None or message.total_cost == 0 or message.mode == "test":
         return False
     _credit(session, user_id=message.user_id, amount=message.total_cost)
     session.add(
@@ -130,7 +138,12 @@ def refund_messages(
         Message.campaign_id,
         literal(note[:255]),
         literal(utcnow()),
-    ).where(Message.id.in_(message_ids), Message.user_id == user_id, Message.total_cost > 0)
+    ).where(
+        Message.id.in_(message_ids),
+        Message.user_id == user_id,
+        Message.total_cost > 0,
+        Message.mode == "live",  # a test message was never charged
+    )
     statement = (
         insert_into(LedgerEntry)
         .from_select(

@@ -45,6 +45,7 @@ from shared.models import Campaign, CampaignRecipient, Message, OptOut, Price
 from shared.money import cost
 from shared.scheduling import Schedule, parse_quiet_hours, timing
 from shared.segments import count_segments
+from shared.smart_encoding import replace as smart_encode
 from shared.templates import MissingVariable, Template, TemplateError, parse_template
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ _STAGE_TABLE = table(
 )
 
 
-def screen(template_text: str, rows: Sequence[tuple[int, str, str]]) -> tuple[list, list]:
+def screen(
+    template_text: str, rows: Sequence[tuple[int, str, str]], smart_encoding: bool = False
+) -> tuple[list, list]:
     """Render and check a chunk without the database: the part worth a second core.
 
     Returns rows `(idx, to, body, segments, encoding, region, raw_to)` and rejections.
@@ -93,7 +96,7 @@ def screen(template_text: str, rows: Sequence[tuple[int, str, str]]) -> tuple[li
     bad: list[dict] = []
     for idx, to, values in rows:
         try:
-            body = render_body(template, json.loads(values))
+            body = render_body(template, json.loads(values), smart_encoding)
             recipient, region = parse_to(to)
         except Rejected as rejection:
             bad.append({"index": idx, "to": to, "message": rejection.message})
@@ -142,8 +145,11 @@ class RecipientChecker:
         )
 
 
-def render_body(template: Template, values: dict) -> str:
-    """Render one row's body, rejecting it with the single-send body messages."""
+def render_body(template: Template, values: dict, smart_encoding: bool = False) -> str:
+    """Render one row's body, rejecting it with the single-send body messages.
+
+    With `smart_encoding` the checked text is then Smart-Encoded, as a single send's is.
+    """
     try:
         body = template.render(values)
     except MissingVariable as missing:
@@ -156,6 +162,10 @@ def render_body(template: Template, values: dict) -> str:
         raise Rejected("The body field must not contain NUL characters")
     if not is_unicode_text(body):
         raise Rejected("The body field must be valid Unicode text")
+    if smart_encoding:
+        body = smart_encode(body)
+        if not body.strip():
+            raise Rejected("The body field is required")
     return body
 
 
@@ -223,13 +233,7 @@ def expand_campaign(
         _record(campaign, tallies)
         if accepted:
             try:
-                billing.charge_campaign(
-                    session,
-                    user_id=campaign.user_id,
-                    campaign_id=campaign.id,
-                    amount=total_cost,
-                    note=f"campaign {campaign.id}: {accepted} messages",
-                )
+                _charge(session, campaign, total_cost, accepted)
             except billing.InsufficientBalance:
                 session.rollback()
                 campaign = session.get(Campaign, campaign_id, with_for_update=True)
@@ -245,6 +249,21 @@ def expand_campaign(
         session.commit()
         log.info("campaign %s: %d accepted, %d rejected", campaign.id, accepted, rejected)
         return campaign.status, campaign.pump_chain
+
+
+def _charge(session: Session, campaign: Campaign, total_cost: Decimal, accepted: int) -> None:
+    """Charge a live campaign's whole cost; a test one's only has to be covered."""
+    if campaign.mode == "test":
+        if not billing.covers(session, user_id=campaign.user_id, amount=total_cost):
+            raise billing.InsufficientBalance()
+        return
+    billing.charge_campaign(
+        session,
+        user_id=campaign.user_id,
+        campaign_id=campaign.id,
+        amount=total_cost,
+        note=f"campaign {campaign.id}: {accepted} messages",
+    )
 
 
 def campaign_schedule(campaign: Campaign) -> Schedule | None:
@@ -322,11 +341,12 @@ def _screened(
     chunks = ([tuple(row) for row in rows] for rows in _chunks(reader, campaign.id, chunk))
     if executor is None or campaign.total < POOL_MIN_ROWS:
         for rows in chunks:
-            yield screen(campaign.body, rows), rows[-1][0]
+            yield screen(campaign.body, rows, campaign.smart_encoding), rows[-1][0]
         return
     ahead: deque[tuple[Future, int]] = deque()
     for rows in chunks:
-        ahead.append((executor.submit(screen, campaign.body, rows), rows[-1][0]))
+        future = executor.submit(screen, campaign.body, rows, campaign.smart_encoding)
+        ahead.append((future, rows[-1][0]))
         if len(ahead) >= POOL_AHEAD:
             future, last = ahead.popleft()
             yield future.result(), last
@@ -348,6 +368,8 @@ class _Writer:
             "callback": campaign.status_callback,
             "campaign_id": campaign.id,
             "validity": campaign.validity_period,
+            "reference": campaign.reference,
+            "mode": campaign.mode,
             "now": utcnow(),
         }
         postgres = session.connection().dialect.name == "postgresql"
@@ -388,11 +410,11 @@ class _Writer:
 _INSERT = text(
     'INSERT INTO messages (user_id, phone_number_id, from_number, "to", body, '
     "segments, encoding, segment_price, total_cost, status, handoff, attempts, "
-    "status_callback, campaign_id, send_at, validity_period, valid_until, "
+    "status_callback, campaign_id, send_at, validity_period, valid_until, reference, mode, "
     "created_at, updated_at) "
     'SELECT :user_id, :number_id, :from_number, "to", body, segments, encoding, '
     "segment_price, total_cost, status, 'pending', 0, :callback, :campaign_id, "
-    f"send_at, :validity, valid_until, :now, :now FROM {_STAGE} ORDER BY idx "
+    f"send_at, :validity, valid_until, :reference, :mode, :now, :now FROM {_STAGE} ORDER BY idx "
     'ON CONFLICT (campaign_id, "to") WHERE campaign_id IS NOT NULL DO NOTHING'
 )
 

@@ -112,8 +112,13 @@ def create_campaign(
     recipients: Iterable[tuple[str, str]],
     status_callback: str | None = None,
     schedule: Schedule | None = None,
+    reference: str | None = None,
+    smart_encoding: bool = False,
+    mode: str = "live",
 ) -> Campaign:
     """Check the sender and store the campaign `pending` with its raw recipients.
+
+    Its `reference`, `smart_encoding` and `mode` apply to each of its messages.
 
     Only flushes; the caller commits and then enqueues the expansion. Raises
     `Rejected` for the sender number and `UploadError` for the recipients.
@@ -125,6 +130,9 @@ def create_campaign(
         phone_number_id=phone_number_id,
         body=body,
         status_callback=status_callback,
+        reference=reference,
+        smart_encoding=smart_encoding,
+        mode=mode,
         rejections=[],
         created_at=now,
         updated_at=now,
@@ -192,14 +200,28 @@ def refunded(session: Session, *, campaign_id: int) -> Any:
 
 
 def list_campaigns(
-    session: Session, *, user_id: int, limit: int, before: int | None
+    session: Session, *, user_id: int, limit: int, before: int | None, mode: str = "live"
 ) -> listing.Page[Campaign]:
-    """Return one page of the user's campaigns, newest first."""
+    """Return one page of the user's campaigns of one mode, newest first."""
     key = [(Campaign.user_id, user_id)]
-    return listing.page(session, select(Campaign), key, Campaign.id, limit=limit, before=before)
+    query = select(Campaign).where(Campaign.mode == mode)
+    return listing.page(session, query, key, Campaign.id, limit=limit, before=before)
 
 
-def cancel_campaign(session: Session, *, user_id: int, campaign_id: int) -> Campaign | None:
+def find_campaign(
+    session: Session, *, user_id: int, campaign_id: int, mode: str
+) -> Campaign | None:
+    """Return the user's campaign of this mode, or None: a token sees its own mode's only."""
+    return session.scalar(
+        select(Campaign).where(
+            Campaign.id == campaign_id, Campaign.user_id == user_id, Campaign.mode == mode
+        )
+    )
+
+
+def cancel_campaign(
+    session: Session, *, user_id: int, campaign_id: int, mode: str = "live"
+) -> Campaign | None:
     """Cancel what has not been handed to Twilio and refund it; None if not the user's.
 
     A message is canceled by one conditional update on `handoff = 'pending'`;
@@ -208,7 +230,7 @@ def cancel_campaign(session: Session, *, user_id: int, campaign_id: int) -> Camp
     """
     campaign = session.scalar(
         select(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.user_id == user_id)
+        .where(Campaign.id == campaign_id, Campaign.user_id == user_id, Campaign.mode == mode)
         .with_for_update()
         .execution_options(populate_existing=True)
     )

@@ -36,7 +36,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import messaging, optouts, user_callbacks
+from shared import messaging, optouts, testmode, user_callbacks
 from shared.autocommit import execute_once
 from shared.db import utcnow
 from shared.models import Message
@@ -64,11 +64,15 @@ FIND_MARGIN = timedelta(minutes=1)
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one hand-off: `sent`, `retry`, `failed` or `skipped`."""
+    """What became of one hand-off: `sent`, `retry`, `failed` or `skipped`.
+
+    `simulated`: a test message was handed to the simulator; `testmode.settle` moves it on.
+    """
 
     kind: str
     sid: str | None = None
     error: ProviderError | None = None
+    simulated: bool = False
 
 
 # The claim of the common case, a `pending` message: one statement, committed
@@ -95,7 +99,14 @@ _CLAIM_PENDING = (
         handoff_at=bindparam("now"),
         lease_until=bindparam("lease_until"),
     )
-    .returning(Message.user_id, Message.to, Message.from_number, Message.body, Message.valid_until)
+    .returning(
+        Message.user_id,
+        Message.to,
+        Message.from_number,
+        Message.body,
+        Message.valid_until,
+        Message.mode,
+    )
 )
 _STORE_SID = (
     update(Message)
@@ -119,6 +130,7 @@ class _Claim:
     previous: str
     lease_until: datetime
     valid_until: datetime | None = None
+    mode: str = "live"
     claimed: float = field(default_factory=time.monotonic)
 
     def validity_left(self) -> int | None:
@@ -141,6 +153,7 @@ def hand_off(
     claim = _claim(session_factory, message_id, ("pending", "unknown"), lease_seconds)
     if claim is None:
         return Outcome("skipped")
+    provider = testmode.provider_for(claim.mode, provider)
     if claim.previous == "unknown":
         try:
             found = _look_up(session_factory, provider, claim)
@@ -218,6 +231,7 @@ def give_up(
     claim = _claim(session_factory, message_id, ("unknown",), lease_seconds)
     if claim is None:
         return Outcome("skipped")
+    provider = testmode.provider_for(claim.mode, provider)
     try:
         found = _look_up(session_factory, provider, claim)
     except Exception as error:
@@ -277,9 +291,18 @@ def _claim(
         params = {"message_id": message_id, "now": now, "lease_until": lease_until}
         row = execute_once(session_factory, _CLAIM_PENDING, params)
         if row is not None:
-            user_id, to, from_number, body, valid_until = row
+            user_id, to, from_number, body, valid_until, mode = row
             return _Claim(
-                message_id, user_id, to, from_number, body, now, "pending", lease_until, valid_until
+                message_id,
+                user_id,
+                to,
+                from_number,
+                body,
+                now,
+                "pending",
+                lease_until,
+                valid_until,
+                mode,
             )
     return _claim_locked(session_factory, message_id, allowed, lease_until)
 
@@ -340,6 +363,7 @@ def _claim_locked(
             previous,
             lease_until,
             message.valid_until,
+            message.mode,
         )
 
 
@@ -427,7 +451,7 @@ def _store_sid(session_factory: sessionmaker[Session], claim: _Claim, sent: Sent
         # Another message of ours holds this SID; look again later, excluding it.
         error = UnknownOutcome(f"{sent.sid} is stored on another message")
         return _release(session_factory, claim.id, "unknown", error)
-    return Outcome("sent", sid=sent.sid)
+    return Outcome("sent", sid=sent.sid, simulated=claim.mode == testmode.TEST)
 
 
 def _release(
@@ -469,7 +493,7 @@ def _fail_in(
     if message.status not in ACTIVE or message.sms_sid is not None:
         return Outcome("skipped", error=error)
     messaging.fail(session, message=message, error_code=code, error_message=text)
-    if code == OPTED_OUT:
+    if code == OPTED_OUT and message.mode != testmode.TEST:  # a simulated refusal opts no one out
         optouts.record_opt_out(session, user_id=message.user_id, number=message.to)
     # No task is at hand to enqueue the user's callback: the beat sweeper delivers it.
     user_callbacks.emit(session, message=message, enqueue=False)

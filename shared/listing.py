@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, any_, select
+from sqlalchemy import ColumnElement, Select, any_, literal_column, select
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -87,23 +87,32 @@ def page_query(
 def messages_query(
     *,
     user_id: int,
+    mode: str = "live",
     status: str | None = None,
     campaign_id: int | None = None,
     to: str | None = None,
+    reference: str | None = None,
 ) -> tuple[Select[Any], Key]:
     """Return the user's messages with the given filters, and the key of the index serving them.
 
     The most selective filter picks the index (a campaign, a recipient, a
-    status, else the user's own); the others only filter its rows. The key's
-    columns are fixed by `page_query` alone (see the module).
+    reference, a status, else the user's own); the others only filter its
+    rows. The key's columns are fixed by `page_query` alone (see the module).
+    A token sees the messages of its own mode: test messages, few beside the
+    live ones, have their own partial index, which the planner can only use
+    when the mode is written into the statement, not bound.
     """
-    filters: list[ColumnElement[bool]] = []
+    filters: list[ColumnElement[bool]] = [
+        Message.mode == literal_column("'test'") if mode == "test" else Message.mode == "live"
+    ]
     user = (Message.user_id, user_id)
     if campaign_id is not None:
         key: Key = [(Message.campaign_id, campaign_id)]
         filters.append(Message.user_id == user_id)
     elif to is not None:
         key = [(Message.to, to), user]
+    elif reference is not None:
+        key = [(Message.reference, reference), user]
     elif status is not None:
         key = [(Message.status, status), user]
     else:
@@ -111,6 +120,10 @@ def messages_query(
     fixed = {column.key for column, _ in key}
     if status is not None and "status" not in fixed:
         filters.append(Message.status == status)
+    if to is not None and "to" not in fixed:
+        filters.append(Message.to == to)
+    if reference is not None and "reference" not in fixed:
+        filters.append(Message.reference == reference)
     return select(Message).where(*filters), key
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from shared import billing, user_callbacks
 from shared.db import utcnow
 from shared.errors import Rejected
-from shared.models import Message, OptOut, PhoneNumber, Price
+from shared.models import Message, MessageEvent, OptOut, PhoneNumber, Price
 from shared.money import cost
 from shared.scheduling import Schedule, timing
 from shared.segments import count_segments
@@ -114,6 +114,49 @@ def is_opted_out(session: Session, *, user_id: int, to: str) -> bool:
     return found is not None
 
 
+@dataclass(frozen=True)
+class Priced:
+    """A send checked and priced: what a quote shows, and what `accept_message` writes."""
+
+    number: PhoneNumber | None  # None when a quote names no sender
+    to: str  # E.164
+    country: str
+    segments: int
+    encoding: str
+    segment_price: Decimal
+    total_cost: Decimal
+
+
+def price_send(
+    session: Session, *, user_id: int, phone_number_id: int | None, to: str, body: str
+) -> Priced:
+    """Check a send and price it, in the order its 400s are decided; write nothing.
+
+    The one path of every check and price of a message: `accept_message` and
+    the quote (`shared.quotes`) both run it, so a quote and the send after it
+    agree. The sender is checked when there is one (a quote may name none).
+    """
+    number = None
+    if phone_number_id is not None:
+        number = sender_number(
+            session, user_id=user_id, phone_number_id=phone_number_id, now=utcnow()
+        )
+    recipient, region = parse_to(to)
+    price = segment_price(session, region=region)
+    if is_opted_out(session, user_id=user_id, to=recipient):
+        raise Rejected("Recipient has opted out")
+    count = count_segments(body)
+    return Priced(
+        number=number,
+        to=recipient,
+        country=region,
+        segments=count.segments,
+        encoding=count.encoding,
+        segment_price=price,
+        total_cost=cost(segment_price=price, segments=count.segments),
+    )
+
+
 def accept_message(
     session: Session,
     *,
@@ -123,47 +166,53 @@ def accept_message(
     body: str,
     status_callback: str | None = None,
     schedule: Schedule | None = None,
+    reference: str | None = None,
+    mode: str = "live",
 ) -> Message:
     """Check, price and charge one message, and write it as `queued`, or `scheduled`.
 
     Only flushes: the caller commits the message and its ledger row together
     and enqueues the hand-off after the commit (a `scheduled` one is released
     when it is due: `shared.release`). A scheduled message with a status
-    callback has its `scheduled` event written with it.
+    callback has its `scheduled` event written with it. A `test` message is
+    checked against the balance like a live one, and charged nothing.
     """
     now = utcnow()
-    number = sender_number(session, user_id=user_id, phone_number_id=phone_number_id, now=now)
-    recipient, region = parse_to(to)
-    price = segment_price(session, region=region)
-    if is_opted_out(session, user_id=user_id, to=recipient):
-        raise Rejected("Recipient has opted out")
-    count = count_segments(body)
+    priced = price_send(session, user_id=user_id, phone_number_id=phone_number_id, to=to, body=body)
+    assert priced.number is not None
     message = Message(
         user_id=user_id,
-        phone_number_id=number.id,
-        from_number=number.number,
-        to=recipient,
+        phone_number_id=priced.number.id,
+        from_number=priced.number.number,
+        to=priced.to,
         body=body,
-        segments=count.segments,
-        encoding=count.encoding,
-        segment_price=price,
-        total_cost=cost(segment_price=price, segments=count.segments),
+        segments=priced.segments,
+        encoding=priced.encoding,
+        segment_price=priced.segment_price,
+        total_cost=priced.total_cost,
         status_callback=status_callback,
+        reference=reference,
+        mode=mode,
         created_at=now,
         updated_at=now,
     )
     if schedule is not None:
-        when = timing(schedule, to=recipient, now=now)
+        when = timing(schedule, to=priced.to, now=now)
         message.status = "scheduled" if when.send_at is not None else "queued"
         message.send_at = when.send_at
         message.validity_period = schedule.validity_period
         message.valid_until = when.valid_until
+    if mode == "test" and not billing.covers(session, user_id=user_id, amount=priced.total_cost):
+        raise Rejected("Insufficient balance")
     session.add(message)
     session.flush()
-    try:
-        billing.charge(session, user_id=user_id, amount=message.total_cost, message_id=message.id)
-    except billing.InsufficientBalance:
-        raise Rejected("Insufficient balance") from None
+    if mode == "live":
+        try:
+            billing.charge(
+                session, user_id=user_id, amount=message.total_cost, message_id=message.id
+            )
+        except billing.InsufficientBalance:
+            raise Rejected("Insufficient balance") from None
     if message.status == "scheduled":
         user_callbacks.emit(session, message=message, enqueue=False)
     return message
@@ -181,10 +230,17 @@ class Send:
     segments: int
     encoding: str
     status_callback: str | None
+    reference: str | None
 
 
 def prepare_send(
-    *, token_hash: str, phone_number_id: int, to: str, body: str, status_callback: str | None
+    *,
+    token_hash: str,
+    phone_number_id: int,
+    to: str,
+    body: str,
+    status_callback: str | None,
+    reference: str | None = None,
 ) -> Send | None:
     """Return the send with its recipient in E.164 and its segments; None if `to` is invalid.
 
@@ -204,32 +260,36 @@ def prepare_send(
         segments=count.segments,
         encoding=count.encoding,
         status_callback=status_callback,
+        reference=reference,
     )
 
 
 # Every check of `accept_message` and its writes, for many sends in one PostgreSQL
-# statement; each send's token says whose it is. A send is written only when the
-# token is known, the number is its user's, SMS-capable and unexpired, the country
-# has a price, the recipient has not opted out and the user's balance, locked and
-# read at its latest, covers this send's cost plus that of the user's earlier
-# sends in the list. Payers are locked in id order, so two statements never
-# deadlock. A send after one its user cannot afford is written only if the sum
-# still fits: `accept_message` then decides it alone. Sent as is (psycopg's
-# parameter style): SQLAlchemy's handling of a `text()` costs more CPU than the
-# statement. It names the columns it returns: a prepared `RETURNING *` fails
-# once a migration adds a column to `messages` under a running API.
+# statement; each send's token says whose it is, and its mode. A send is written
+# only when the token is known, the number is its user's, SMS-capable and
+# unexpired, the country has a price, the recipient has not opted out and the
+# user's balance, locked and read at its latest, covers this send's cost plus
+# that of the user's earlier sends of the same mode in the list. Live sends are
+# charged, with a ledger row each; test sends only have to be covered. Payers
+# are locked in id order, so two statements never deadlock. A send after one
+# its user cannot afford is written only if the sum still fits: `accept_message`
+# then decides it alone. Sent as is (psycopg's parameter style): SQLAlchemy's
+# handling of a `text()` costs more CPU than the statement. It names the
+# columns it returns: a prepared `RETURNING *` fails once a migration adds a
+# column to `messages` under a running API. The `queued` event of each message
+# is written by the table's insert trigger (migration 0008).
 _ACCEPT_MANY = """
     WITH input AS (
         SELECT * FROM unnest(
             %(token_hash)s::text[], %(phone_number_id)s::bigint[], %(to)s::text[],
             %(country)s::text[],
             %(body)s::text[], %(segments)s::int[], %(encoding)s::text[],
-            %(status_callback)s::text[]
+            %(status_callback)s::text[], %(reference)s::text[]
         ) WITH ORDINALITY AS i(token_hash, number_id, "to", country, body, segments, encoding,
-            status_callback, ord)
+            status_callback, reference, ord)
     ), priced AS (
-        SELECT i.ord, t.user_id, n.id AS number_id, n.number, i."to", i.body, i.segments,
-            i.encoding, i.status_callback, p.price,
+        SELECT i.ord, t.user_id, t.mode, n.id AS number_id, n.number, i."to", i.body,
+            i.segments, i.encoding, i.status_callback, i.reference, p.price,
             CAST(p.price * i.segments AS NUMERIC(14, 4)) AS total
         FROM input i
         JOIN api_tokens t ON t.token_hash = i.token_hash
@@ -245,29 +305,35 @@ _ACCEPT_MANY = """
     ), accepted AS (
         SELECT s.*, nextval(pg_get_serial_sequence('messages', 'id')) AS id
         FROM (
-            SELECT p.*, sum(p.total) OVER (PARTITION BY p.user_id ORDER BY p.ord) AS running
+            SELECT p.*, sum(p.total) OVER (PARTITION BY p.user_id, p.mode ORDER BY p.ord)
+                AS running
             FROM priced p
         ) s JOIN payer ON payer.id = s.user_id
         WHERE s.running <= payer.balance
         ORDER BY s.ord  -- ids in the order the sends came
     ), charged AS (
         UPDATE users u SET balance = u.balance - a.spent
-        FROM (SELECT user_id, sum(total) AS spent FROM accepted GROUP BY user_id) a
+        FROM (
+            SELECT user_id, sum(total) AS spent FROM accepted WHERE mode = 'live'
+            GROUP BY user_id
+        ) a
         WHERE u.id = a.user_id
     ), message AS (
         INSERT INTO messages (id, user_id, phone_number_id, from_number, "to", body, segments,
             encoding, segment_price, total_cost, status, handoff, attempts, status_callback,
-            created_at, updated_at)
+            reference, mode, created_at, updated_at)
         SELECT a.id, a.user_id, a.number_id, a.number, a."to", a.body, a.segments, a.encoding,
-            a.price, a.total, 'queued', 'pending', 0, a.status_callback, %(now)s, %(now)s
+            a.price, a.total, 'queued', 'pending', 0, a.status_callback, a.reference, a.mode,
+            %(now)s, %(now)s
         FROM accepted a ORDER BY a.ord
         RETURNING id, user_id, phone_number_id, from_number, "to", body, segments, encoding,
             segment_price, total_cost, status, handoff, attempts, sms_sid, error_code,
             error_message, status_callback, handoff_at, campaign_id, send_at, validity_period,
-            created_at, updated_at
+            reference, mode, created_at, updated_at
     ), ledger AS (
         INSERT INTO ledger_entries (user_id, amount, kind, message_id, created_at)
-        SELECT m.user_id, -m.total_cost, 'charge', m.id, %(now)s FROM message m ORDER BY m.id
+        SELECT m.user_id, -m.total_cost, 'charge', m.id, %(now)s FROM message m
+        WHERE m.mode = 'live' ORDER BY m.id
     )
     SELECT a.ord, m.* FROM message m JOIN accepted a ON a.id = m.id
 """
@@ -313,6 +379,13 @@ def _line_up(rows: Sequence[Any], count: int) -> list[Any | None]:
 
 
 _COLUMNS = tuple(field.name for field in fields(Send))  # each passed as an array
+
+
+def message_events(session: Session, *, message_id: int) -> Sequence[MessageEvent]:
+    """Return every status the message took, oldest first (written by triggers: migration 0008)."""
+    return session.scalars(
+        select(MessageEvent).where(MessageEvent.message_id == message_id).order_by(MessageEvent.id)
+    ).all()
 
 
 def fail(session: Session, *, message: Message, error_code: int | None, error_message: str) -> bool:

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import delivery
+from shared import delivery, testmode
 from shared.db import utcnow
 from shared.models import Message
 from shared.providers import PermanentError, Provider, ProviderError
@@ -153,7 +153,7 @@ def _settle_unfinished(
         # Touched first, so a message Twilio keeps unfinished is fetched once per period.
         message.updated_at = utcnow()
         try:
-            fetched = provider.fetch(message.sms_sid)
+            fetched = testmode.provider_for(message.mode, provider).fetch(message.sms_sid)
         finally:
             session.commit()
         message = session.get(Message, message_id, with_for_update=True)

@@ -109,7 +109,9 @@ class NotCancelable(Exception):
     """The message was taken by a worker already, or is final."""
 
 
-def cancel_message(session: Session, *, user_id: int, message_id: int) -> Message | None:
+def cancel_message(
+    session: Session, *, user_id: int, message_id: int, mode: str = "live"
+) -> Message | None:
     """Cancel and refund one of the user's messages no worker has taken; None if not theirs.
 
     Raises NotCancelable when it is past that. The row is locked, so a worker's
@@ -118,7 +120,7 @@ def cancel_message(session: Session, *, user_id: int, message_id: int) -> Messag
     """
     message = session.scalar(
         select(Message)
-        .where(Message.id == message_id, Message.user_id == user_id)
+        .where(Message.id == message_id, Message.user_id == user_id, Message.mode == mode)
         .with_for_update()
     )
     if message is None:

@@ -59,25 +59,37 @@ class QuietHours:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
 
 
+def parse_time(value: str) -> datetime:
+    """Return an API time as naive UTC, or raise ValueError.
+
+    Accepted: ISO 8601 with an offset (`2026-12-03T09:00:00+01:00`, `...Z`) or the
+    API's own `YYYY-MM-DD HH:MM:SS` (UTC); an ISO time without an offset names no zone.
+    """
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        if parsed.tzinfo is not None:
+            return parsed.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # a time out of the calendar's range once in UTC
+        raise ValueError(text) from None
+    if not _API_TIME.match(text):
+        raise ValueError(text)
+    return parsed
+
+
 def parse_send_at(value: object, *, now: datetime) -> datetime | None:
     """Return `send_at` as naive UTC, None for "now" (absent, or up to 5 minutes past).
 
-    Accepted: ISO 8601 with an offset (`2026-12-03T09:00:00+01:00`, `...Z`) or the
-    API's own `YYYY-MM-DD HH:MM:SS` (UTC). Anything else, further in the past, or
+    Accepted: the times of `parse_time`. Anything else, further in the past, or
     more than 35 days ahead is rejected with the contract's message.
     """
     if value is None:
         return None
     if not isinstance(value, str):
         raise Rejected(SEND_AT_MESSAGE)
-    text = value.strip()
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-        elif not _API_TIME.match(text):  # an ISO time without an offset names no zone
-            raise ValueError(text)
-    except (ValueError, OverflowError):  # not a time, or one out of the calendar's range
+        parsed = parse_time(value)
+    except ValueError:  # not a time, or one out of the calendar's range
         raise Rejected(SEND_AT_MESSAGE) from None
     if parsed < now - PAST_GRACE or parsed > now + MAX_AHEAD:
         raise Rejected(SEND_AT_MESSAGE)

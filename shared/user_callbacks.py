@@ -68,6 +68,7 @@ def emit(session: Session, *, message: Message, enqueue: bool = True) -> int | N
         "sms_sid": message.sms_sid,
         "error_code": message.error_code,
         "campaign_id": getattr(message, "campaign_id", None),
+        "reference": getattr(message, "reference", None),
         "occurred_at": now.strftime("%Y-%m-%d %H:%M:%S"),
     }
     row = UserCallback(

@@ -144,6 +144,7 @@ def make_celery(settings: Settings) -> Celery:
         "worker.tasks.campaigns",
         "worker.tasks.maintenance",
         "worker.tasks.scheduling",
+        "worker.tasks.testmode",
     ]
     app = Celery("smsgw", broker=settings.broker, include=tasks)
     app.conf.update(
@@ -177,6 +178,7 @@ def make_celery(settings: Settings) -> Celery:
                     "requeue_stale_messages",
                     "purge_messages",
                     "release_scheduled",
+                    "settle_test_message",
                 )
             },
         },

@@ -14,9 +14,10 @@
   copies `messages` there must create them again.
 - `messages.reference` (the caller's own text, a list filter) and `mode`
   (`live` or `test`), `api_tokens.mode`, and a campaign's `reference`,
-  `smart_encoding` and `mode`. Added columns are nullable or have a constant
+  `smart_encoding` and `mode`; an index of the ledger by kind, for the
+  transactions list. Added columns are nullable or have a constant
   default: PostgreSQL adds them without rewriting the table; the indexes on
-  `messages` are built concurrently, so sends go on while they are.
+  `messages` and the ledger are built concurrently, so sends go on while they are.
 
 Revision ID: 0008
 Revises: 0007
@@ -33,8 +34,14 @@ branch_labels = None
 depends_on = None
 
 INDEXES = {
-    "ix_messages_test_user_id_id": (["user_id", "id"], "mode = 'test'"),
-    "ix_messages_reference_user_id_id": (["reference", "user_id", "id"], "reference IS NOT NULL"),
+    "ix_messages_test_user_id_id": ("messages", ["user_id", "id"], "mode = 'test'"),
+    "ix_messages_reference_user_id_id": (
+        "messages",
+        ["reference", "user_id", "id"],
+        "reference IS NOT NULL",
+    ),
+    # The ledger through the API, filtered by kind, by cursor.
+    "ix_ledger_entries_kind_user_id_id": ("ledger_entries", ["kind", "user_id", "id"], None),
 }
 
 # The time of a status change: the message's own `updated_at` when the change set
@@ -170,18 +177,19 @@ def upgrade() -> None:
         batch.add_column(sa.Column("reference", sa.String(255), nullable=True))
         batch.add_column(sa.Column("mode", sa.String(4), nullable=False, server_default="live"))
 
-    for name, (columns, where) in INDEXES.items():
+    for name, (table, columns, where) in INDEXES.items():
+        condition = sa.text(where) if where else None
         if postgresql:
             with op.get_context().autocommit_block():
                 op.create_index(
                     name,
-                    "messages",
+                    table,
                     columns,
-                    postgresql_where=sa.text(where),
+                    postgresql_where=condition,
                     postgresql_concurrently=True,
                 )
         else:
-            op.create_index(name, "messages", columns, sqlite_where=sa.text(where))
+            op.create_index(name, table, columns, sqlite_where=condition)
 
     if postgresql:
         op.execute(POSTGRESQL_TRIGGERS)
@@ -199,8 +207,8 @@ def downgrade() -> None:
     else:
         op.execute("DROP TRIGGER message_events_status")
         op.execute("DROP TRIGGER message_events_insert")
-    for name in INDEXES:
-        op.drop_index(name, table_name="messages")
+    for name, (table, _columns, _where) in INDEXES.items():
+        op.drop_index(name, table_name=table)
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("mode")
         batch.drop_column("reference")

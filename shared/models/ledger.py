@@ -25,6 +25,8 @@ class LedgerEntry(Base):
         Index("uq_ledger_entries_message_id_kind", "message_id", "kind", unique=True),
         # The user's ledger, newest first, by cursor; and the sum of it.
         Index("ix_ledger_entries_user_id_id", "user_id", "id"),
+        # The ledger filtered by kind (`GET /api/user/transactions?kind=refund`), by cursor.
+        Index("ix_ledger_entries_kind_user_id_id", "kind", "user_id", "id"),
         partial_index(
             "ix_ledger_entries_campaign_id", "campaign_id", where="campaign_id IS NOT NULL"
         ),

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect
 
 from api.cli import main
-from shared.accounts import user_for_token
+from shared.accounts import caller_for_token, user_for_token
 from shared.billing import ledger_sum
 from shared.models import PhoneNumber, Price, User
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
@@ -42,6 +42,9 @@ def test_create_user_topup_token_number_price(smsgw, session):
     }
     token = smsgw("tokens", "create", "--user", str(user["id"]))["token"]
     assert token != user["token"] and user_for_token(session, token) == user["id"]
+    assert caller_for_token(session, token) == (user["id"], "live")
+    test = smsgw("tokens", "create", "--user", str(user["id"]), "--test")["token"]
+    assert test.startswith("test_") and caller_for_token(session, test) == (user["id"], "test")
     number = smsgw(
         "numbers",
         "add",

@@ -25,12 +25,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from shared.campaign_expansion import expand_campaign
 from shared.db import Base
-from shared.models import Campaign, Message, PhoneNumber, User
+from shared.models import Campaign, InboundMessage, Message, PhoneNumber, User
 from tests.api.conftest import auth
+from tests.api.test_webhooks import INBOUND, signed_post
 from tests.factories import make_number, make_user, set_price
 
 SMS = "/api/user/sms"
@@ -44,17 +45,29 @@ ID_KINDS = {
     "campaign_id": "campaign",
     "phone_number_id": "number",
     "from": "number",
+    "number_id": "number",
+    "inbound_id": "inbound",
 }
 # The contract's 404 message for an id of each kind in a path.
-NOT_FOUND = {"message": "SMS not found", "campaign": "Campaign not found"}
+NOT_FOUND = {
+    "message": "SMS not found",
+    "campaign": "Campaign not found",
+    "number": "Phone number not found",
+    "inbound": "Inbound message not found",
+}
 # The contract's 400 message for an id in a body field that is not the user's.
 BODY_NOT_FOUND = {"from": "From number not found"}
-# Query parameters that filter by a value of the user's data rather than by an id.
-VALUE_FILTERS = {"to"}
+# Query parameters that filter by a value of the user's data rather than by an id
+# (`from` of the inbound list is a sender's number, unlike `from` in a send's body).
+VALUE_FILTERS = {"to", "from"}
+A_INBOUND_URL = "https://alpha-inbound.invalid/hooks"
+# Answers that hold nothing that is only A's (a message's events: statuses and times).
+NO_OWN_TEXT = {f"{SMS}/{{message_id}}/events"}
 # A valid body per operation; each id field gets B's own id of its kind. Never sent
 # as it is: only with an id of A's, or one nobody has, in one of its id fields.
 VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", SMS): {"from": 0, "to": "+14155550199", "body": "bee probe"},
+    ("post", f"{SMS}/quote"): {"from": 0, "to": "+14155550199", "body": "bee probe"},
     ("post", CAMPAIGNS): {
         "from": 0,
         "body": "bee probe {name}",
@@ -108,6 +121,10 @@ def _data_of(session, owner: Owner) -> set[str]:
     texts = {owner.email, owner.token, user.webhook_secret, *numbers}
     texts |= {m.body for m in messages} | {m.to for m in messages}
     texts |= {c.body for c in campaigns}
+    inbound = session.scalars(select(InboundMessage).where(InboundMessage.user_id == uid)).all()
+    texts |= {m.body for m in inbound} | {m.sms_sid for m in inbound}
+    urls = session.scalars(select(PhoneNumber.inbound_url).where(PhoneNumber.user_id == uid))
+    texts |= {url for url in urls if url}
     texts |= {r["to"] for c in campaigns for r in c.rejections or []}
     return texts
 
@@ -173,6 +190,25 @@ def world(client, session, session_factory) -> World:
         _campaign(client, session_factory, b, "bee campaign {name}", [("+14155550198", "Bea")])
     ]
 
+    # Replies: A's recipients write back to A's numbers (one a STOP), B's to B's.
+    for sid, sender, number, body in (
+        ("SM" + "a1" * 16, "+14155550101", "+15005550010", "alpha reply one"),
+        ("SM" + "a2" * 16, "+14155550102", "+15005550011", "STOP"),
+        ("SM" + "b1" * 16, "+14155550199", "+15005550006", "bee reply"),
+    ):
+        params = {"MessageSid": sid, "From": sender, "To": number, "Body": body}
+        assert signed_post(client, INBOUND, params).status_code == 200
+    session.execute(
+        update(PhoneNumber)
+        .where(PhoneNumber.id == a.ids["number"][0])
+        .values(inbound_url=A_INBOUND_URL)
+    )
+    session.commit()
+    a.ids["inbound"] = sorted(
+        session.scalars(select(InboundMessage.id).where(InboundMessage.user_id == a_id))
+    )
+    assert len(a.ids["inbound"]) == 2
+
     recipients = {"+14155550101", "+14155550102", "+14155550103", "+14155550111"}
     recipients |= {"+14155550121", "+14155550131", "+33612345678", "+447400123456"}
     a.texts = _data_of(session, a) | recipients | {"alpha"}
@@ -190,6 +226,7 @@ def world(client, session, session_factory) -> World:
             "message": unused(Message),
             "campaign": unused(Campaign),
             "number": unused(PhoneNumber),
+            "inbound": unused(InboundMessage),
         },
         recipients=sorted(recipients),
     )
@@ -344,6 +381,9 @@ def test_every_route_answers_another_users_ids_as_nonexistent(
                     for request in theirs:
                         own = request.send(client, method, a.token)
                         assert own.status == 200, (label, request, own.body)
+                        if path in NO_OWN_TEXT:  # statuses and times only: not empty, then
+                            assert own.json()["data"], (label, request)
+                            continue
                         with pytest.raises(AssertionError, match="shows A's data"):
                             assert_no_leak(own, a, "A's own answer")
                 missing = urls([world.missing[k] for k in kinds])
@@ -367,7 +407,7 @@ def test_every_route_answers_another_users_ids_as_nonexistent(
                     [Request(f"{path}?{name}={quoted(v)}") for v in values],
                     empty_page,
                 )
-                if name == "to":  # control: A itself finds its messages by recipient
+                if name in VALUE_FILTERS:  # control: A itself finds its rows by that number
                     url = f"{path}?{name}={quoted(values[0])}"
                     own = Request(url).send(client, method, a.token).json()
                     assert len(own["data"]) == 1
@@ -457,6 +497,9 @@ def test_every_route_answers_another_users_ids_as_nonexistent(
         ("get", "/api/user/balance"),
         ("get", "/api/user/phone-numbers"),
         ("get", "/api/user/webhook-secret"),
+        ("get", "/api/user/sms/inbound"),
+        ("get", "/api/user/sms/inbound/{inbound_id}"),
+        ("patch", "/api/user/phone-numbers/{number_id}"),
     } <= exercised
     assert tried >= 40, tried
 

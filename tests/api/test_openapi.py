@@ -9,6 +9,7 @@ from openapi_schema_validator import OAS31Validator
 from api.openapi import DOCUMENTED_PREFIXES, docs_for
 from api.schemas import SendSms
 from tests.api.conftest import auth
+from tests.api.test_inbound import post_inbound
 
 
 @pytest.fixture
@@ -38,6 +39,10 @@ def test_every_api_and_webhook_route_has_an_entry(app, spec):
         "/api/user/sms/{message_id}",
         "/api/user/balance",
         "/api/user/phone-numbers",
+        "/api/user/phone-numbers/{number_id}",
+        "/api/user/sms/inbound",
+        "/api/user/sms/inbound/{inbound_id}",
+        "/webhooks/twilio/inbound",
         "/webhooks/twilio/status",
         "/healthz",
         "/readyz",
@@ -121,6 +126,30 @@ def test_real_answers_match_their_documented_schemas(client, spec, account):
         client.get("/api/user/phone-numbers", headers=headers).get_json(),
     )
     check(spec, "/api/user/sms", "get", 401, client.get("/api/user/sms").get_json())
+
+
+def test_inbound_answers_match_their_documented_schemas(client, spec, account):
+    _, token, number_id = account
+    headers = auth(token)
+    post_inbound(client, "STOP")
+    inbound = client.get("/api/user/sms/inbound", headers=headers).get_json()
+    check(spec, "/api/user/sms/inbound", "get", 200, inbound)
+    [item] = inbound["data"]
+    assert item["from"] and item["keyword"] == "STOP"
+    one = client.get(f"/api/user/sms/inbound/{item['id']}", headers=headers)
+    check(spec, "/api/user/sms/inbound/{inbound_id}", "get", 200, one.get_json())
+    missing = client.get(f"/api/user/sms/inbound/{item['id'] + 1}", headers=headers)
+    check(spec, "/api/user/sms/inbound/{inbound_id}", "get", 404, missing.get_json())
+    path = "/api/user/phone-numbers/{number_id}"
+    url = f"/api/user/phone-numbers/{number_id}"
+    cleared = client.patch(url, headers=headers, json={"inbound_url": None})
+    check(spec, path, "patch", 200, cleared.get_json())
+    bad = client.patch(url, headers=headers, json={"inbound_url": "ftp://x"})
+    check(spec, path, "patch", 400, bad.get_json())
+    body = spec["paths"][path]["patch"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/PhoneNumberUpdate"}
+    names = {p["name"] for p in spec["paths"]["/api/user/sms/inbound"]["get"]["parameters"]}
+    assert {"phone_number_id", "from", "limit", "before"} <= names
 
 
 def test_docs_page_uses_only_the_apps_own_assets(client):

@@ -104,6 +104,7 @@ def test_balance_and_numbers(client, session, account):
             "sms_capable": True,
             "expires_at": None,
             "mps": 1,
+            "inbound_url": None,
         },
         {
             "id": number_id + 1,
@@ -111,6 +112,7 @@ def test_balance_and_numbers(client, session, account):
             "sms_capable": False,
             "expires_at": None,
             "mps": 3,
+            "inbound_url": None,
         },
     ]
     assert client.get("/api/user/balance").status_code == 401

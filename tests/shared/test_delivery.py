@@ -152,6 +152,7 @@ def test_every_change_writes_one_user_event(session_factory):
         "sms_sid",
         "error_code",
         "campaign_id",
+        "reference",
         "occurred_at",
     }
     assert rows[0].event_id != rows[1].event_id

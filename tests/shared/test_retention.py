@@ -9,9 +9,18 @@ from decimal import Decimal
 
 from sqlalchemy import func, select, text, update
 
-from shared import billing, campaigns, messaging, retention, user_callbacks
+from shared import billing, campaigns, inbound, messaging, retention, user_callbacks
 from shared.db import utcnow
-from shared.models import Campaign, LedgerEntry, Message, TwilioEvent, User, UserCallback
+from shared.models import (
+    Campaign,
+    InboundMessage,
+    LedgerEntry,
+    Message,
+    PhoneNumber,
+    TwilioEvent,
+    User,
+    UserCallback,
+)
 from tests.factories import make_number, make_user, set_price
 
 OLD = timedelta(days=40)
@@ -178,3 +187,50 @@ def test_a_purge_beside_running_sends_never_stalls_them(session_factory, engine)
         rows = session.scalar(select(func.count(LedgerEntry.id)))
         # The opening balance, each old charge and refund, each new charge: all kept.
         assert rows == 1 + 20_000 + 2_000 + len(kept)
+
+
+def test_old_inbound_messages_go_with_their_forwards_unless_one_is_owed(session_factory):
+    with session_factory() as session:
+        user_id, _ = make_user(session)
+        number_id = make_number(session, user_id=user_id)
+        set_price(session)
+        received = {
+            body: inbound.receive(
+                session, sid=f"SM{index:032x}", to="+15005550006", from_="+14155550123", body=body
+            )
+            for index, body in enumerate(["old", "old too", "recent"])
+        }
+        session.execute(
+            update(PhoneNumber)
+            .where(PhoneNumber.id == number_id)
+            .values(inbound_url="https://x.test/in")
+        )
+        session.flush()
+        owed = inbound.receive(
+            session, sid="SM" + "f" * 32, to="+15005550006", from_="+14155550123", body="owed"
+        )
+        delivered = inbound.receive(
+            session, sid="SM" + "e" * 32, to="+15005550006", from_="+14155550123", body="sent on"
+        )
+        session.execute(
+            update(UserCallback)
+            .where(UserCallback.id == delivered.callback_id)
+            .values(delivered_at=utcnow(), next_attempt_at=None)
+        )
+        old = [received["old"], received["old too"], owed, delivered]
+        session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.id.in_([r.inbound_id for r in old]))
+            .values(received_at=utcnow() - OLD)
+        )
+        old_message = _send(session, user_id, number_id, status="delivered")
+        session.commit()
+
+    purged = retention.purge(session_factory, retention_days=30, batch=2)
+
+    assert (purged.deleted, purged.inbound, purged.batches) == (4, 3, [1, 2, 1])
+    with session_factory() as session:
+        left = set(session.scalars(select(InboundMessage.body)))
+        assert left == {"recent", "owed"}
+        assert session.scalars(select(UserCallback.id)).all() == [owed.callback_id]
+        assert session.get(Message, old_message) is None

@@ -129,6 +129,7 @@ def test_an_event_is_signed_retried_and_delivered_once(session_factory, receiver
         "sms_sid": message.sms_sid,
         "error_code": None,
         "campaign_id": None,
+        "reference": None,
         "occurred_at": payload["occurred_at"],
     }
 

@@ -21,6 +21,8 @@ from worker.metrics import observe_handoff
 log = logging.getLogger(__name__)
 BACKOFF_BASE = 2.0
 REQUEUE_LIMIT = 1000
+# A test message's `sent` and `delivered` follow its hand-off after about this long.
+SETTLE_AFTER = 1.0
 
 
 def backoff(retries: int, *, floor: float = 0.0) -> float:
@@ -51,6 +53,8 @@ def send_message(self, message_id: int) -> str:  # type: ignore[no-untyped-def]
             exc=error, countdown=countdown, max_retries=settings.send_max_retries
         ) from None
     observe_handoff(self.request, outcome)  # issue 5: metrics
+    if outcome.simulated:
+        self.app.send_task("settle_test_message", args=[message_id], countdown=SETTLE_AFTER)
     if outcome.kind != "retry":
         code = getattr(outcome.error, "code", None)
         detail = outcome.sid or (f"error {code}" if code else "")
