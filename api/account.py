@@ -53,7 +53,9 @@ def phone_numbers():
     """Return the user's numbers."""
     with gateway().sessions() as session:
         rows = session.scalars(
-            select(PhoneNumber).where(PhoneNumber.user_id == g.user_id).order_by(PhoneNumber.id)
+            select(PhoneNumber)
+            .where(PhoneNumber.user_id == g.user_id, PhoneNumber.removed_at.is_(None))
+            .order_by(PhoneNumber.id)
         ).all()
     return {"data": [number_json(n) for n in rows]}
 

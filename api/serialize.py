@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.models import InboundMessage, Message, PhoneNumber
+from shared.models import ApiToken, InboundMessage, Message, PhoneNumber, Price, User
 from shared.money import as_number
 
 
@@ -63,4 +63,41 @@ def inbound_json(message: InboundMessage) -> dict[str, Any]:
         "sms_sid": message.sms_sid,
         "keyword": message.keyword,
         "received_at": timestamp(message.received_at),
+    }
+
+
+# The operator's views, shared by the operator API and the `smsgw` CLI.
+
+
+def user_json(user: User) -> dict[str, Any]:
+    """Return a user as the operator sees it in a list."""
+    return {
+        "id": user.id,
+        "email": user.email,
+        "balance": as_number(user.balance),
+        "created_at": timestamp(user.created_at),
+    }
+
+
+def token_json(token: ApiToken) -> dict[str, Any]:
+    """Return a user's token as the operator sees it: never its text."""
+    return {
+        "id": token.id,
+        "mode": token.mode,
+        "created_at": timestamp(token.created_at),
+        "last_used_at": timestamp(token.last_used_at),
+    }
+
+
+def operator_number_json(number: PhoneNumber) -> dict[str, Any]:
+    """Return a phone number as the operator sees it: whose it is, too."""
+    return {"user_id": number.user_id, **number_json(number)}
+
+
+def price_json(price: Price) -> dict[str, Any]:
+    """Return one country's per-segment price."""
+    return {
+        "country": price.country,
+        "price": as_number(price.price),
+        "updated_at": timestamp(price.updated_at),
     }

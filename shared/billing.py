@@ -69,7 +69,19 @@ def refund(session: Session, *, message: Message, note: str) -> bool:
 def topup(session: Session, *, user_id: int, amount: Decimal, note: str = "top-up") -> Decimal:
     """Add `amount` to the balance and return the new balance."""
     _credit(session, user_id=user_id, amount=amount)
-    session.add(LedgerEntry(user_id=user_id, amount=amount, kind="topup", note=note))
+    session.add(LedgerEntry(user_id=user_id, amount=amount, kind="topup", note=note[:255]))
+    session.flush()
+    return session.scalar(select(User.balance).where(User.id == user_id)) or Decimal(0)
+
+
+def adjust(session: Session, *, user_id: int, amount: Decimal, note: str) -> Decimal:
+    """Take a negative `amount` off the balance as an `adjustment`, never below zero.
+
+    Returns the new balance; raises InsufficientBalance, changing nothing, if
+    the balance does not cover it.
+    """
+    _debit(session, user_id=user_id, amount=-amount)
+    session.add(LedgerEntry(user_id=user_id, amount=amount, kind="adjustment", note=note[:255]))
     session.flush()
     return session.scalar(select(User.balance).where(User.id == user_id)) or Decimal(0)
 

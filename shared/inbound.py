@@ -1,8 +1,8 @@
 """Incoming messages: stored once per Twilio SID, read back, forwarded to the number's URL.
 
 A message Twilio posts to the inbound webhook belongs to the owner of the
-number it was sent to (the newest row holding that number); to a number nobody
-has it is not stored. The insert does nothing on a `MessageSid` already
+number it was sent to (the newest row holding that number, not removed); to a
+number nobody has it is not stored. The insert does nothing on a `MessageSid` already
 stored, so a repeated webhook, even one racing the first, is neither stored
 nor forwarded twice. With an `inbound_url` on the number, the forward is
 written to the outbox of user callbacks in the same transaction, and
@@ -52,7 +52,10 @@ def receive(session: Session, *, sid: str, to: str, from_: str, body: str) -> Re
         log.warning("inbound message without a usable MessageSid or From: not stored")
         return Received()
     number = session.scalar(
-        select(PhoneNumber).where(PhoneNumber.number == to).order_by(PhoneNumber.id.desc()).limit(1)
+        select(PhoneNumber)
+        .where(PhoneNumber.number == to, PhoneNumber.removed_at.is_(None))
+        .order_by(PhoneNumber.id.desc())
+        .limit(1)
     )
     if number is None:
         log.info("inbound message %s to a number nobody has: not stored", sid)
@@ -116,9 +119,13 @@ def _forward(session: Session, *, url: str, inbound_id: int, row: dict[str, Any]
 
 
 def user_number(session: Session, *, user_id: int, number_id: int) -> PhoneNumber | None:
-    """Return one of the user's numbers, or None (also for another user's)."""
+    """Return one of the user's numbers, or None (also for another user's, or a removed one)."""
     return session.scalar(
-        select(PhoneNumber).where(PhoneNumber.id == number_id, PhoneNumber.user_id == user_id)
+        select(PhoneNumber).where(
+            PhoneNumber.id == number_id,
+            PhoneNumber.user_id == user_id,
+            PhoneNumber.removed_at.is_(None),
+        )
     )
 
 

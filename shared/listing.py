@@ -75,9 +75,11 @@ def page_query(
     postgres: bool = True,
 ) -> Select[Any]:
     """Return the statement of a page: the key fixed, below `before`, backwards, one row more."""
-    (lead, lead_value), *rest = key
-    fixed = [lead == any_(array([lead_value])) if postgres else lead == lead_value]
-    fixed += [column == value for column, value in rest]
+    fixed: list[ColumnElement[bool]] = []
+    if key:  # an empty key reads the primary key itself: a list of everything
+        (lead, lead_value), *rest = key
+        fixed.append(lead == any_(array([lead_value])) if postgres else lead == lead_value)
+        fixed += [column == value for column, value in rest]
     if before is not None:
         fixed.append(id_column < before)
     columns = [column for column, _ in key] + [id_column]

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Row, select
 from sqlalchemy.orm import Session
 
 from shared import billing, user_callbacks
+from shared.accounts import USE_RESOLUTION
 from shared.db import utcnow
 from shared.errors import Rejected
 from shared.models import Message, MessageEvent, OptOut, PhoneNumber, Price
@@ -89,7 +90,11 @@ def sender_number(
 ) -> PhoneNumber:
     """Return the user's own SMS-capable, unexpired number, or reject the send."""
     number = session.scalar(
-        select(PhoneNumber).where(PhoneNumber.id == phone_number_id, PhoneNumber.user_id == user_id)
+        select(PhoneNumber).where(
+            PhoneNumber.id == phone_number_id,
+            PhoneNumber.user_id == user_id,
+            PhoneNumber.removed_at.is_(None),
+        )
     )
     if number is None:
         raise Rejected("From number not found")
@@ -266,9 +271,9 @@ def prepare_send(
 
 # Every check of `accept_message` and its writes, for many sends in one PostgreSQL
 # statement; each send's token says whose it is, and its mode. A send is written
-# only when the token is known, the number is its user's, SMS-capable and
-# unexpired, the country has a price, the recipient has not opted out and the
-# user's balance, locked and read at its latest, covers this send's cost plus
+# only when the token is known, the number is its user's, SMS-capable, unexpired
+# and not removed, the country has a price, the recipient has not opted out and
+# the user's balance, locked and read at its latest, covers this send's cost plus
 # that of the user's earlier sends of the same mode in the list. Live sends are
 # charged, with a ledger row each; test sends only have to be covered. Payers
 # are locked in id order, so two statements never deadlock. A send after one
@@ -276,8 +281,9 @@ def prepare_send(
 # then decides it alone. Sent as is (psycopg's parameter style): SQLAlchemy's
 # handling of a `text()` costs more CPU than the statement. It names the
 # columns it returns: a prepared `RETURNING *` fails once a migration adds a
-# column to `messages` under a running API. The `queued` event of each message
-# is written by the table's insert trigger (migration 0008).
+# column to `messages` under a running API. It notes each token's use, to the
+# minute, as `shared.accounts.caller_for_token` does. The `queued` event of each
+# message is written by the table's insert trigger (migration 0008).
 _ACCEPT_MANY = """
     WITH input AS (
         SELECT * FROM unnest(
@@ -296,9 +302,14 @@ _ACCEPT_MANY = """
         JOIN phone_numbers n ON n.id = i.number_id AND n.user_id = t.user_id
         JOIN prices p ON p.country = i.country
         WHERE n.sms_capable AND (n.expires_at IS NULL OR n.expires_at > %(now)s)
+          AND n.removed_at IS NULL
           AND NOT EXISTS (
               SELECT 1 FROM opt_outs o WHERE o.user_id = t.user_id AND o.number = i."to"
           )
+    ), used AS (  -- each token's last use, to the minute (`shared.accounts`)
+        UPDATE api_tokens t SET last_used_at = %(now)s
+        WHERE t.token_hash IN (SELECT token_hash FROM input)
+          AND (t.last_used_at IS NULL OR t.last_used_at < %(stale)s)
     ), payer AS (
         SELECT u.id, u.balance FROM users u WHERE u.id IN (SELECT user_id FROM priced)
         ORDER BY u.id FOR UPDATE
@@ -367,7 +378,8 @@ def accept_many_autocommit(
 
 def _accept_params(sends: Sequence[Send]) -> dict[str, Any]:
     columns = {name: [getattr(send, name) for send in sends] for name in _COLUMNS}
-    return {**columns, "now": utcnow()}
+    now = utcnow()
+    return {**columns, "now": now, "stale": now - USE_RESOLUTION}
 
 
 def _line_up(rows: Sequence[Any], count: int) -> list[Any | None]:

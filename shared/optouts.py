@@ -64,7 +64,13 @@ def apply_inbound(session: Session, *, to: str, from_: str, body: str) -> str | 
     action = keyword(body)
     if action is None or not from_:
         return None
-    owners = set(session.scalars(select(PhoneNumber.user_id).where(PhoneNumber.number == to)))
+    owners = set(
+        session.scalars(
+            select(PhoneNumber.user_id).where(
+                PhoneNumber.number == to, PhoneNumber.removed_at.is_(None)
+            )
+        )
+    )
     if not owners:
         log.info("inbound %s to a number no user holds", action)
     for user_id in sorted(owners):

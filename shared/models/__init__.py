@@ -1,6 +1,14 @@
 """Typed SQLAlchemy models of the gateway."""
 
-from shared.models.accounts import ApiToken, OptOut, PhoneNumber, Price, User
+from shared.models.accounts import (
+    AdminToken,
+    ApiToken,
+    OperatorRequest,
+    OptOut,
+    PhoneNumber,
+    Price,
+    User,
+)
 from shared.models.campaigns import Campaign, CampaignRecipient
 from shared.models.events import TwilioEvent, UserCallback
 from shared.models.inbound import InboundMessage
@@ -8,6 +16,7 @@ from shared.models.ledger import LedgerEntry
 from shared.models.messages import IdempotencyKey, Message, MessageEvent
 
 __all__ = [
+    "AdminToken",
     "ApiToken",
     "Campaign",
     "CampaignRecipient",
@@ -16,6 +25,7 @@ __all__ = [
     "LedgerEntry",
     "Message",
     "MessageEvent",
+    "OperatorRequest",
     "OptOut",
     "PhoneNumber",
     "Price",
