@@ -24,6 +24,14 @@ class AccountError(ValueError):
     """An operator's request that cannot be carried out; the message says why."""
 
 
+class NotFound(AccountError):
+    """The operator named a user, token or number that does not exist (or was removed)."""
+
+    def __init__(self, what: str, ident: object) -> None:
+        super().__init__(f"no {what} with id {ident}")
+        self.what = what
+
+
 def hash_token(token: str) -> str:
     """Return the stored form of a token: its SHA-256 in hex."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -33,17 +41,21 @@ TEST_PREFIX = "test_"
 
 
 def create_token(session: Session, *, user_id: int, test: bool = False) -> str:
-    """Create an API token for a user and return it; only its hash is kept.
+    """Create an API token for a user and return its text (shown once; only its hash is kept)."""
+    return issue_token(session, user_id=user_id, test=test)[1]
+
+
+def issue_token(session: Session, *, user_id: int, test: bool = False) -> tuple[ApiToken, str]:
+    """Create an API token for a user; return its row and its text (shown once).
 
     A test token (`shared.testmode`) starts with `test_`, so it is told apart at a glance.
     """
-    if session.get(User, user_id) is None:
-        raise AccountError(f"no user with id {user_id}")
+    get_user(session, user_id)
     token = (TEST_PREFIX if test else "") + secrets.token_urlsafe(32)
-    mode = "test" if test else "live"
-    session.add(ApiToken(user_id=user_id, token_hash=hash_token(token), mode=mode))
+    row = ApiToken(user_id=user_id, token_hash=hash_token(token), mode="test" if test else "live")
+    session.add(row)
     session.flush()
-    return token
+    return row, token
 
 
 class Caller(NamedTuple):
@@ -127,8 +139,7 @@ def add_number(
     mps: int = 1,
 ) -> PhoneNumber:
     """Give a user a phone number, stored in E.164."""
-    if session.get(User, user_id) is None:
-        raise AccountError(f"no user with id {user_id}")
+    get_user(session, user_id)
     try:
         parsed = phonenumbers.parse(number, None)
     except phonenumbers.NumberParseException:
@@ -169,7 +180,7 @@ def get_user(session: Session, user_id: int) -> User:
     """Return the user, or refuse with `no user with id N`."""
     user = session.get(User, user_id)
     if user is None:
-        raise AccountError(f"no user with id {user_id}")
+        raise NotFound("user", user_id)
     return user
 
 
@@ -218,7 +229,7 @@ def revoke_token(session: Session, *, token_id: int) -> None:
     """Delete a user's token: the next request with it is a 401, in every process."""
     token = session.get(ApiToken, token_id)
     if token is None:
-        raise AccountError(f"no token with id {token_id}")
+        raise NotFound("token", token_id)
     session.delete(token)
     session.flush()
 
@@ -227,7 +238,7 @@ def get_number(session: Session, number_id: int) -> PhoneNumber:
     """Return a number in use, or refuse with `no phone number with id N`."""
     number = session.get(PhoneNumber, number_id)
     if number is None or number.removed_at is not None:
-        raise AccountError(f"no phone number with id {number_id}")
+        raise NotFound("phone number", number_id)
     return number
 
 

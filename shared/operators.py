@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
-from shared.accounts import USE_RESOLUTION, AccountError, hash_token
+from shared.accounts import USE_RESOLUTION, AccountError, NotFound, hash_token
 from shared.db import utcnow
 from shared.models import AdminToken
 
@@ -37,7 +37,7 @@ def revoke_admin_token(session: Session, *, token_id: int) -> None:
     """Delete an admin token: its next request is a 401."""
     row = session.get(AdminToken, token_id)
     if row is None:
-        raise AccountError(f"no admin token with id {token_id}")
+        raise NotFound("admin token", token_id)
     session.delete(row)
     session.flush()
 
