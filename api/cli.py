@@ -110,7 +110,7 @@ def tokens() -> None:
 )
 def tokens_create(user_id: int, test: bool) -> None:
     """Create another API token for a user."""
-    _run(lambda session: {"token": accounts.create_token(session, user_id=user_id, test=test)})
+    _run(lambda session: {"token": accounts.create_token(session, user_id=user_id, test=test)[1]})
 
 
 @main.group()

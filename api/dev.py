@@ -98,7 +98,7 @@ def seed(database_url: str) -> tuple[int, str]:
             for country, price in DEMO_PRICES.items():
                 accounts.set_price(session, country=country, price=Decimal(price))
         else:
-            token = accounts.create_token(session, user_id=user.id)
+            token = accounts.create_token(session, user_id=user.id)[1]
         number_id = session.scalar(select(PhoneNumber.id).where(PhoneNumber.user_id == user.id))
         session.commit()
     engine.dispose()

@@ -40,12 +40,7 @@ def hash_token(token: str) -> str:
 TEST_PREFIX = "test_"
 
 
-def create_token(session: Session, *, user_id: int, test: bool = False) -> str:
-    """Create an API token for a user and return its text (shown once; only its hash is kept)."""
-    return issue_token(session, user_id=user_id, test=test)[1]
-
-
-def issue_token(session: Session, *, user_id: int, test: bool = False) -> tuple[ApiToken, str]:
+def create_token(session: Session, *, user_id: int, test: bool = False) -> tuple[ApiToken, str]:
     """Create an API token for a user; return its row and its text (shown once).
 
     A test token (`shared.testmode`) starts with `test_`, so it is told apart at a glance.
@@ -126,7 +121,7 @@ def create_user(session: Session, *, email: str, balance: Decimal) -> tuple[User
     session.flush()
     if balance > 0:
         billing.topup(session, user_id=user.id, amount=balance, note="opening balance")
-    return user, create_token(session, user_id=user.id)
+    return user, create_token(session, user_id=user.id)[1]
 
 
 def add_number(

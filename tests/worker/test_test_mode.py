@@ -68,7 +68,7 @@ def tokens(session):
     user_id, live = make_user(session, balance="1.00")
     number_id = make_number(session, user_id=user_id)
     set_price(session, country="US", price=str(PRICE))
-    test = accounts.create_token(session, user_id=user_id, test=True)
+    test = accounts.create_token(session, user_id=user_id, test=True)[1]
     session.commit()
     return user_id, live, test, number_id
 
@@ -188,7 +188,7 @@ def test_test_mode_checks_like_live_and_lists_only_its_own(client, session, toke
     # The same 400s as live, the balance included: $1.00 does not cover 300 segments' worth.
     poor_id, _ = make_user(session, balance="0.00")
     poor_number = make_number(session, user_id=poor_id)
-    poor_test = accounts.create_token(session, user_id=poor_id, test=True)
+    poor_test = accounts.create_token(session, user_id=poor_id, test=True)[1]
     session.commit()
     broke = client.post(
         "/api/user/sms",
