@@ -77,6 +77,7 @@ class JsonLogger(Logger):
             "bytes": atoms["B"],
             "duration_ms": round(request_time.total_seconds() * 1000, 3),
             "user_agent": atoms["a"],
+            "pid": os.getpid(),  # which worker answered
         }
         self.access_log.info(json.dumps(line))
 
