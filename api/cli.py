@@ -1,45 +1,90 @@
-"""The operator CLI, `smsgw`: every create command prints one JSON object."""
+"""The operator CLI, `smsgw`: a change prints one JSON object, a list one object a line.
+
+Each command is a thin adapter over one function of `shared/`, and prints what
+the operator API answers for the same operation (`api.serialize`).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
-from shared import accounts, billing
-from shared.db import make_engine, make_session_factory
-from shared.models import User
+from api.serialize import number_json, operator_number_json, price_json, token_json, user_json
+from shared import accounts, listing, operators
+from shared.db import MAX_ID, make_engine, make_session_factory
 from shared.money import InvalidAmount, as_number, to_money
 from shared.settings import settings_or_exit
+
+ID = click.IntRange(1, MAX_ID)
+DATE = click.DateTime(["%Y-%m-%d", "%Y-%m-%d %H:%M:%S"])
+PAGE_SIZE = 500  # rows a list reads at a time; it walks every page
+MAX_AMOUNT = Decimal("9999999999.9999")  # the most a `Money` column, NUMERIC(14, 4), holds
 
 
 def _emit(payload: dict) -> None:
     click.echo(json.dumps(payload))
 
 
-def _amount(value: str) -> Decimal:
+def _amount(value: str, *, option: str = "--amount", signed: bool = False) -> Decimal:
+    """Read an amount as a Decimal, never a float; a signed one may start with `-`."""
+    negative = signed and value.startswith("-")
     try:
-        return to_money(value)
-    except InvalidAmount as error:
-        raise click.BadParameter(str(error)) from None
+        amount = to_money(value[1:] if negative else value)
+    except InvalidAmount as error:  # "<reason>: <the value>", naming the value as typed
+        reason = str(error).rsplit(": ", 1)[0]
+        raise click.ClickException(f"{option}: {reason}: {value!r}") from None
+    except ArithmeticError:  # an exponent too large for `to_money` to give four places, 1e30
+        raise click.ClickException(f"{option}: not an amount: {value!r}") from None
+    if amount > MAX_AMOUNT:  # else the database refuses it, with a traceback
+        raise click.ClickException(f"{option}: at most {MAX_AMOUNT}: {value!r}")
+    return -amount if negative else amount
 
 
-def _session():
-    settings = settings_or_exit()
-    return make_session_factory(make_engine(settings.database_url))()
+@contextmanager
+def _session() -> Iterator[Session]:
+    """Open a session on a new engine, closed with its connections when the command ends."""
+    engine = make_engine(settings_or_exit().database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
-def _run(action):
-    """Run an account change in one transaction, turning refusals into a clean exit."""
+def _run(action: Callable[[Session], dict | Iterable[dict]]) -> None:
+    """Run an operator action in one transaction, turning refusals into one line and an exit.
+
+    A change prints its object once committed; a list prints its objects as it reads them.
+    """
     with _session() as session:
         try:
             result = action(session)
-            session.commit()
+            if isinstance(result, dict):
+                session.commit()
+                _emit(result)
+            else:
+                for item in result:
+                    _emit(item)
         except accounts.AccountError as error:
             raise click.ClickException(str(error)) from None
-    _emit(result)
+
+
+def _every(read_page: Callable[[int | None], listing.Page[Any]]) -> Iterator[Any]:
+    """Yield every row of a cursor-paged list, newest first, one page read at a time."""
+    before = None
+    while True:
+        page = read_page(before)
+        yield from page.items
+        if page.next_before is None:
+            return
+        before = page.next_before
 
 
 @click.group()
@@ -71,7 +116,7 @@ def users() -> None:
 @click.option("--balance", default="0", show_default=True)
 def users_create(email: str, balance: str) -> None:
     """Create a user; prints its id and its first token (shown once)."""
-    amount = _amount(balance)
+    amount = _amount(balance, option="--balance")
 
     def action(session):
         user, token = accounts.create_user(session, email=email, balance=amount)
@@ -80,22 +125,45 @@ def users_create(email: str, balance: str) -> None:
     _run(action)
 
 
-@users.command("topup")
-@click.option("--user", "user_id", type=int, required=True)
-@click.option("--amount", required=True)
-def users_topup(user_id: int, amount: str) -> None:
-    """Add money to a user's balance."""
-    value = _amount(amount)
+@users.command("list")
+def users_list() -> None:
+    """Print every user, newest first, one JSON object a line."""
+    _run(
+        lambda session: map(
+            user_json,
+            _every(lambda before: accounts.list_users(session, limit=PAGE_SIZE, before=before)),
+        )
+    )
 
-    def action(session):
-        if session.get(User, user_id) is None:
-            raise accounts.AccountError(f"no user with id {user_id}")
-        return {
-            "id": user_id,
-            "balance": as_number(billing.topup(session, user_id=user_id, amount=value)),
+
+@users.command("show")
+@click.option("--user", "user_id", type=ID, required=True)
+def users_show(user_id: int) -> None:
+    """Print a user with its balance, its numbers and its tokens (never their text)."""
+    _run(
+        lambda session: {
+            **user_json(accounts.get_user(session, user_id)),
+            "numbers": [number_json(n) for n in accounts.user_numbers(session, user_id=user_id)],
+            "tokens": [token_json(t) for t in accounts.user_tokens(session, user_id=user_id)],
         }
+    )
 
-    _run(action)
+
+@users.command("topup")
+@click.option("--user", "user_id", type=ID, required=True)
+@click.option("--amount", required=True, help="Negative (e.g. -2.50) for an adjustment.")
+@click.option("--note", default=None, help="Kept on the ledger row.")
+def users_topup(user_id: int, amount: str, note: str | None) -> None:
+    """Add money to a user's balance, or take it off (never below zero)."""
+    value = _amount(amount, signed=True)
+    _run(
+        lambda session: {
+            "id": user_id,
+            "balance": as_number(
+                accounts.adjust_balance(session, user_id=user_id, amount=value, note=note)
+            ),
+        }
+    )
 
 
 @main.group()
@@ -104,7 +172,7 @@ def tokens() -> None:
 
 
 @tokens.command("create")
-@click.option("--user", "user_id", type=int, required=True)
+@click.option("--user", "user_id", type=ID, required=True)
 @click.option(
     "--test", is_flag=True, help="A test token: sends are checked, never charged or sent."
 )
@@ -113,16 +181,35 @@ def tokens_create(user_id: int, test: bool) -> None:
     _run(lambda session: {"token": accounts.create_token(session, user_id=user_id, test=test)[1]})
 
 
+@tokens.command("list")
+@click.option("--user", "user_id", type=ID, required=True)
+def tokens_list(user_id: int) -> None:
+    """Print a user's tokens, newest first, one a line (never their text)."""
+    _run(lambda session: map(token_json, accounts.user_tokens(session, user_id=user_id)))
+
+
+@tokens.command("revoke")
+@click.option("--token-id", type=ID, required=True)
+def tokens_revoke(token_id: int) -> None:
+    """Delete a token: every request with it is refused from now on."""
+
+    def action(session):
+        accounts.revoke_token(session, token_id=token_id)
+        return {"id": token_id, "revoked": True}
+
+    _run(action)
+
+
 @main.group()
 def numbers() -> None:
     """Manage users' phone numbers."""
 
 
 @numbers.command("add")
-@click.option("--user", "user_id", type=int, required=True)
+@click.option("--user", "user_id", type=ID, required=True)
 @click.option("--number", required=True)
 @click.option("--no-sms", is_flag=True, help="The number cannot send SMS.")
-@click.option("--expires-at", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%d %H:%M:%S"]))
+@click.option("--expires-at", type=DATE)
 @click.option("--mps", type=click.IntRange(min=1), default=1, show_default=True)
 def numbers_add(user_id: int, number: str, no_sms: bool, expires_at: datetime | None, mps: int):
     """Give a user a phone number."""
@@ -140,6 +227,63 @@ def numbers_add(user_id: int, number: str, no_sms: bool, expires_at: datetime | 
     )
 
 
+@numbers.command("list")
+@click.option("--user", "user_id", type=ID, help="Only this user's numbers.")
+def numbers_list(user_id: int | None) -> None:
+    """Print the numbers in use, newest first, one a line."""
+    _run(
+        lambda session: map(
+            operator_number_json,
+            _every(
+                lambda before: accounts.list_numbers(
+                    session, user_id=user_id, limit=PAGE_SIZE, before=before
+                )
+            ),
+        )
+    )
+
+
+def _expiry(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Read `--expires-at`: a date, `never` (no expiry), or not given (left as it is)."""
+    if value is None:
+        return accounts.NOT_GIVEN
+    if value.strip().lower() == "never":
+        return None
+    return DATE.convert(value, param, ctx)
+
+
+@numbers.command("update")
+@click.option("--number-id", type=ID, required=True)
+@click.option("--sms/--no-sms", "sms_capable", default=None, help="Whether it can send SMS.")
+@click.option("--expires-at", callback=_expiry, help="A date, or `never`.")
+@click.option("--mps", type=int, help="Messages a second it may send.")
+def numbers_update(number_id: int, sms_capable: bool | None, expires_at: Any, mps: int | None):
+    """Change a number; an option not given is left as it is."""
+    _run(
+        lambda session: operator_number_json(
+            accounts.update_number(
+                session,
+                number_id=number_id,
+                sms_capable=sms_capable,
+                expires_at=expires_at,
+                mps=mps,
+            )
+        )
+    )
+
+
+@numbers.command("remove")
+@click.option("--number-id", type=ID, required=True)
+def numbers_remove(number_id: int) -> None:
+    """Take a number from its user; its messages stay readable."""
+
+    def action(session):
+        accounts.remove_number(session, number_id=number_id)
+        return {"id": number_id, "removed": True}
+
+    _run(action)
+
+
 @main.group()
 def prices() -> None:
     """Manage per-segment prices."""
@@ -150,11 +294,54 @@ def prices() -> None:
 @click.option("--price", required=True)
 def prices_set(country: str, price: str) -> None:
     """Set the per-segment price for destinations in a country."""
-    value = _amount(price)
+    value = _amount(price, option="--price")
 
     def action(session):
         row = accounts.set_price(session, country=country, price=value)
         return {"country": row.country, "price": as_number(row.price)}
+
+    _run(action)
+
+
+@prices.command("list")
+def prices_list() -> None:
+    """Print every price, by country, one a line."""
+    _run(lambda session: map(price_json, accounts.list_prices(session)))
+
+
+@prices.command("import")
+# Undecodable bytes become U+FFFD, so a bad row is refused by its line, never a traceback.
+@click.argument("file", type=click.File("r", encoding="utf-8-sig", errors="replace"))
+def prices_import(file) -> None:
+    """Set the prices of a CSV with header `country,price` (`-`: stdin), all rows or none."""
+    _run(lambda session: {"imported": accounts.import_prices(session, file)})
+
+
+@main.group("admin-tokens")
+def admin_tokens() -> None:
+    """Manage the tokens of the operator API (`/api/admin/...`)."""
+
+
+@admin_tokens.command("create")
+@click.option("--name", required=True, help="Who or what uses it.")
+def admin_tokens_create(name: str) -> None:
+    """Create an admin token; prints its id and its text (shown once)."""
+
+    def action(session):
+        row, token = operators.create_admin_token(session, name=name)
+        return {"id": row.id, "token": token}
+
+    _run(action)
+
+
+@admin_tokens.command("revoke")
+@click.option("--id", "token_id", type=ID, required=True)
+def admin_tokens_revoke(token_id: int) -> None:
+    """Delete an admin token: its next request is refused."""
+
+    def action(session):
+        operators.revoke_admin_token(session, token_id=token_id)
+        return {"id": token_id, "revoked": True}
 
     _run(action)
 
