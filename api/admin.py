@@ -1,21 +1,24 @@
 """The operator API (`/api/admin/...`): its authentication and its Idempotency-Key.
 
 Every route needs `Authorization: Bearer <admin token>` (`smsgw admin-tokens
-create`); a user's token, or none, is `401 Unauthenticated`. The routes are
-thin adapters over the operator functions of `shared.accounts`, the same ones
-the `smsgw` CLI calls.
+create`); a user's token, or none, is `401 Unauthenticated`. The routes
+(`api.admin_routes`) are thin adapters over the operator functions of
+`shared.accounts`, the same ones the `smsgw` CLI calls.
 
 Every POST honours `Idempotency-Key`. The key's row is written first, in the
 transaction of the operation itself: a second request with the same key,
 even one racing the first, waits on the key's unique index until the first
 commits, then answers the first's answer. So a top-up repeated under one key
 adds money once. Only answers that changed something are kept: a refused
-request (4xx) may be retried under its key.
+request (4xx) may be retried under its key. A token's text is not kept: a
+repeat of a create shows its `token` as null (tokens are stored only hashed).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, g, request
@@ -50,16 +53,13 @@ def run_once(work: Work, *, body: Any = None) -> tuple[dict[str, Any], int]:
 
     `work` does the operation in the session it is given and returns its
     answer; an `AccountError` it raises is a 400 with its message (the
-    transaction rolls back). `body` is what the key's fingerprint covers: the
-    JSON body by default, or the raw text of an upload.
+    transaction rolls back). `body` is what the key's fingerprint covers, with
+    the path: the request's checked values, or the raw text of an upload.
     """
     key = idempotency.request_key()
-    sessions = gateway().sessions
     if key is None:
-        with sessions() as session:
-            answer = _do(work, session)
-            session.commit()
-            return answer
+        return run(work)
+    sessions = gateway().sessions
     digest = idempotency.fingerprint({"path": request.path, "body": body})
     with sessions() as session:
         earlier = _replay(session, key, digest)
@@ -76,7 +76,7 @@ def run_once(work: Work, *, body: Any = None) -> tuple[dict[str, Any], int]:
                 raise
             return earlier
         answer, status = _do(work, session)
-        row.response, row.status_code = answer, status
+        row.response, row.status_code = _shown_once(answer), status
         session.commit()
         return answer, status
 
@@ -102,3 +102,41 @@ def _replay(session: Session, key: str, digest: str) -> tuple[dict[str, Any], in
     if row.request_hash != digest:
         raise ApiError(409, idempotency.REUSED)
     return row.response, row.status_code
+
+
+def run(work: Work) -> tuple[dict[str, Any], int]:
+    """Run a read, or a change that needs no Idempotency-Key, in one transaction."""
+    with gateway().sessions() as session:
+        answer = _do(work, session)
+        session.commit()
+        return answer
+
+
+def decimal_body(*, empty_ok: bool = False) -> dict[str, Any]:
+    """Return the request's JSON object, its numbers as written: money never passes a float.
+
+    `0.1` is read as `Decimal("0.1")`; NaN and Infinity are no JSON. An empty
+    body is `{}` where every field is optional (`empty_ok`).
+    """
+    raw = request.get_data()
+    if empty_ok and not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw, parse_float=Decimal, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise ApiError(400, "Invalid JSON body")
+    return data
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _shown_once(answer: dict[str, Any]) -> dict[str, Any]:
+    """Return the answer to keep for a repeat: a token's text is shown once, never stored."""
+    data = answer.get("data")
+    if isinstance(data, dict) and data.get("token") is not None:
+        return {**answer, "data": {**data, "token": None}}
+    return answer

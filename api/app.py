@@ -13,6 +13,7 @@ from werkzeug.routing import IntegerConverter, Map
 
 from api import (
     account,
+    admin_routes,
     campaigns,
     errors,
     health,
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(module.bp)
     app.register_blueprint(transactions.bp)
     app.register_blueprint(inbound.bp)
+    app.register_blueprint(admin_routes.bp)  # the blueprint of api.admin, with its routes
     app.register_blueprint(openapi.bp)
     logging.getLogger(__name__).info("api ready")
     return app

@@ -129,9 +129,10 @@ def _operation(doc: Doc, path: str, params: list[dict], models: set) -> dict[str
             "content": {kind: {"schema": {"$ref": REF.format(model=model.__name__)}}},
         }
     responses = dict(doc.responses)
-    if path.startswith("/api/user/"):
+    if path.startswith(("/api/user/", "/api/admin/")):  # a user's token, or an admin token
         op["security"] = [{"bearer": []}]
         responses.setdefault(401, schemas.ErrorOut)
+    if path.startswith("/api/user/"):
         responses.setdefault(429, schemas.ErrorOut)  # the per-token rate limit
     op["responses"] = {str(code): _response(answer, models) for code, answer in responses.items()}
     for code, content in doc.also.items():

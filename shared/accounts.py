@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -124,6 +124,19 @@ def create_user(session: Session, *, email: str, balance: Decimal) -> tuple[User
     return user, create_token(session, user_id=user.id)[1]
 
 
+# A rate above this is no number's: campaign pacing selects up to `mps` messages a tick.
+MAX_MPS = 1000
+# E.164 allows 15 digits; phonenumbers parses up to 17 national digits after the country code.
+E164_MAX_CHARS = 16
+
+
+def _check_mps(mps: int) -> None:
+    if mps < 1:
+        raise AccountError("mps must be at least 1")
+    if mps > MAX_MPS:
+        raise AccountError(f"mps must be at most {MAX_MPS}")
+
+
 def add_number(
     session: Session,
     *,
@@ -139,11 +152,13 @@ def add_number(
         parsed = phonenumbers.parse(number, None)
     except phonenumbers.NumberParseException:
         raise AccountError(f"not an international number: {number}") from None
-    if mps < 1:
-        raise AccountError("mps must be at least 1")
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if len(e164) > E164_MAX_CHARS:
+        raise AccountError(f"not an international number: {number}")
+    _check_mps(mps)
     phone = PhoneNumber(
         user_id=user_id,
-        number=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
+        number=e164,
         sms_capable=sms_capable,
         expires_at=expires_at,
         mps=mps,
@@ -153,11 +168,18 @@ def add_number(
     return phone
 
 
+# A segment's price above this is no price: a campaign's cost must fit Numeric(14, 4)
+# (100,000 recipients of up to 9 segments each).
+MAX_PRICE = Decimal(1000)
+
+
 def set_price(session: Session, *, country: str, price: Decimal) -> Price:
     """Set the per-segment price for destinations in an ISO country."""
     country = country.upper()
     if country not in phonenumbers.SUPPORTED_REGIONS:
         raise AccountError(f"not an ISO country code with phone numbers: {country}")
+    if price > MAX_PRICE:
+        raise AccountError(f"a price must be at most {MAX_PRICE}")
     row = session.get(Price, country)
     if row is None:
         row = Price(country=country, price=price)
@@ -190,6 +212,15 @@ def user_tokens(session: Session, *, user_id: int) -> Sequence[ApiToken]:
     return session.scalars(
         select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())
     ).all()
+
+
+def list_tokens(
+    session: Session, *, user_id: int, limit: int, before: int | None
+) -> listing.Page[ApiToken]:
+    """Return one page of the user's tokens, newest first."""
+    get_user(session, user_id)
+    key = [(ApiToken.user_id, user_id)]
+    return listing.page(session, select(ApiToken), key, ApiToken.id, limit=limit, before=before)
 
 
 def user_numbers(session: Session, *, user_id: int) -> Sequence[PhoneNumber]:
@@ -261,8 +292,8 @@ def update_number(
 ) -> PhoneNumber:
     """Change a number's SMS capability, expiry (None: never) or rate; flush only."""
     number = get_number(session, number_id)
-    if mps is not None and mps < 1:
-        raise AccountError("mps must be at least 1")
+    if mps is not None:
+        _check_mps(mps)
     if sms_capable is not None:
         number.sms_capable = sms_capable
     if expires_at is not NOT_GIVEN:
@@ -298,11 +329,12 @@ def import_prices(session: Session, lines: Iterable[str]) -> int:
     caller commits, so the whole file is one transaction.
     """
     reader = csv.reader(lines)
-    header = [cell.strip().lower() for cell in next(reader, [])]
+    rows = _rows(reader)
+    header = [cell.strip().lower() for cell in next(rows, [])]
     if header != ["country", "price"]:
         raise AccountError("line 1: the header must be country,price")
     prices: dict[str, Decimal] = {}
-    for row in reader:
+    for row in rows:
         line = reader.line_num
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -319,9 +351,22 @@ def import_prices(session: Session, lines: Iterable[str]) -> int:
     return len(prices)
 
 
-def parse_price(raw: str, *, where: str = "") -> Decimal:
-    """Return a per-segment price: a decimal number, zero or more, with at most 4 places."""
+def _rows(reader: Any) -> Iterator[list[str]]:
+    """Yield the CSV's rows; a line csv cannot read (a field over its size limit) is refused."""
     try:
-        return to_money(raw.strip())
+        yield from reader
+    except csv.Error as error:
+        raise AccountError(f"line {reader.line_num}: {error}") from None
+
+
+def parse_price(raw: str, *, where: str = "") -> Decimal:
+    """Return a per-segment price: a decimal number, zero to `MAX_PRICE`, with at most 4 places."""
+    try:
+        price = to_money(raw.strip())
     except InvalidAmount as error:
         raise AccountError(f"{where}{error}") from None
+    except ArithmeticError:  # 1e99: too large to be given four places
+        price = MAX_PRICE + 1
+    if price > MAX_PRICE:
+        raise AccountError(f"{where}a price must be at most {MAX_PRICE}: {raw!r}")
+    return price

@@ -49,6 +49,17 @@ def test_every_api_and_webhook_route_has_an_entry(app, spec):
         "/metrics",
         "/openapi.json",
         "/docs",
+        "/api/admin/users",
+        "/api/admin/users/{user_id}",
+        "/api/admin/users/{user_id}/topups",
+        "/api/admin/users/{user_id}/tokens",
+        "/api/admin/tokens/{token_id}",
+        "/api/admin/users/{user_id}/phone-numbers",
+        "/api/admin/phone-numbers",
+        "/api/admin/phone-numbers/{number_id}",
+        "/api/admin/prices",
+        "/api/admin/prices/{country}",
+        "/api/admin/prices/import",
     ):
         assert path in spec["paths"], path
 
@@ -150,6 +161,29 @@ def test_inbound_answers_match_their_documented_schemas(client, spec, account):
     assert body == {"$ref": "#/components/schemas/PhoneNumberUpdate"}
     names = {p["name"] for p in spec["paths"]["/api/user/sms/inbound"]["get"]["parameters"]}
     assert {"phone_number_id", "from", "limit", "before"} <= names
+
+
+def test_operator_routes_have_their_tag_and_need_a_bearer_token(spec):
+    operations = [
+        (path, method, op)
+        for path, methods in spec["paths"].items()
+        if path.startswith("/api/admin/")
+        for method, op in methods.items()
+    ]
+    assert len(operations) == 14
+    for path, method, op in operations:
+        assert op["tags"] == ["operator"], (method, path)
+        assert op["security"] == [{"bearer": []}], (method, path)
+        assert "401" in op["responses"] and "429" not in op["responses"], (method, path)
+    topup = spec["paths"]["/api/admin/users/{user_id}/topups"]["post"]
+    ref = topup["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/TopUp"
+    assert "Idempotency-Key" in topup["description"]
+    amount = spec["components"]["schemas"]["TopUp"]["properties"]["amount"]
+    assert amount["type"] == ["number", "string"]
+    upload = spec["paths"]["/api/admin/prices/import"]["post"]["requestBody"]["content"]
+    assert set(upload) == {"text/csv", "multipart/form-data"}
+    assert "429" in spec["paths"]["/api/user/sms"]["post"]["responses"]
 
 
 def test_docs_page_uses_only_the_apps_own_assets(client):
