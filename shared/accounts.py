@@ -365,8 +365,6 @@ def parse_price(raw: str, *, where: str = "") -> Decimal:
         price = to_money(raw.strip())
     except InvalidAmount as error:
         raise AccountError(f"{where}{error}") from None
-    except ArithmeticError:  # 1e99: too large to be given four places
-        price = MAX_PRICE + 1
     if price > MAX_PRICE:
         raise AccountError(f"{where}a price must be at most {MAX_PRICE}: {raw!r}")
     return price

@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 QUANTUM = Decimal("0.0001")
+# The most a stored amount, NUMERIC(14, 4), can hold.
+MAX_AMOUNT = Decimal("9999999999.9999")
 CURRENCY = "USD"
 
 
@@ -13,7 +15,7 @@ class InvalidAmount(ValueError):
 
 
 def to_money(value: str | int | Decimal) -> Decimal:
-    """Read an amount from text or an integer, rejecting floats, NaN and negatives."""
+    """Read an amount from text or an integer: no float, NaN, negative, or over `MAX_AMOUNT`."""
     if isinstance(value, float):
         raise InvalidAmount("amounts must not be floats")
     try:
@@ -22,6 +24,8 @@ def to_money(value: str | int | Decimal) -> Decimal:
         raise InvalidAmount(f"not an amount: {value!r}") from None
     if not amount.is_finite() or amount < 0:
         raise InvalidAmount(f"not a non-negative amount: {value!r}")
+    if amount > MAX_AMOUNT:  # also what `quantize` could not give four places (1e30)
+        raise InvalidAmount(f"at most {MAX_AMOUNT}: {value!r}")
     if amount != amount.quantize(QUANTUM):
         raise InvalidAmount(f"at most four decimal places: {value!r}")
     return amount.quantize(QUANTUM)
