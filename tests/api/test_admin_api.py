@@ -611,3 +611,29 @@ def test_a_top_up_past_the_largest_balance_is_refused(client, session, admin):
         {"message": "The balance would exceed its largest possible value"},
     )
     assert balance_of(session, user_id) == Decimal("9999999999") and ledger(session, user_id) == []
+
+
+def test_a_users_views_hold_that_user_only(client, session, admin):
+    """Nothing of another user is reachable through a user's id: each view is that user's."""
+    ann, ann_token = make_user(session, balance="1.00")
+    bob, bob_token = make_user(session, balance="2.00")
+    ann_number = make_number(session, user_id=ann, number="+15005550006")
+    bob_number = make_number(session, user_id=bob, number="+15005550007")
+    shown = client.get(f"{ADMIN}/users/{ann}", headers=admin).get_json()["data"]
+    assert [n["id"] for n in shown["numbers"]] == [ann_number]
+    ann_tokens = client.get(f"{ADMIN}/users/{ann}/tokens", headers=admin).get_json()["data"]
+    assert {t["id"] for t in ann_tokens} == {t["id"] for t in shown["tokens"]}
+    bob_tokens = client.get(f"{ADMIN}/users/{bob}/tokens", headers=admin).get_json()["data"]
+    assert not {t["id"] for t in ann_tokens} & {t["id"] for t in bob_tokens}
+    listed = client.get(f"{ADMIN}/phone-numbers?user_id={ann}", headers=admin).get_json()["data"]
+    assert [n["id"] for n in listed] == [ann_number] and bob_number not in [n["id"] for n in listed]
+    client.post(f"{ADMIN}/users/{ann}/topups", json={"amount": 3}, headers=admin)
+    assert client.get("/api/user/balance", headers=auth(bob_token)).get_json()["data"] == {
+        "balance": 2,
+        "currency": "USD",
+    }
+    assert (
+        client.get("/api/user/balance", headers=auth(ann_token)).get_json()["data"]["balance"] == 4
+    )
+    text = client.get(f"{ADMIN}/users/{ann}", headers=admin).get_data(as_text=True)
+    assert "+15005550007" not in text and bob_token not in text and ann_token not in text
