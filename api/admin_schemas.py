@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
 
 import phonenumbers
@@ -22,7 +22,7 @@ from api.schemas import PhoneNumberOut, Timestamp
 from shared.accounts import E164_MAX_CHARS, MAX_MPS, MAX_PRICE
 from shared.db import MAX_ID
 from shared.messaging import is_unicode_text
-from shared.money import QUANTUM
+from shared.money import InvalidAmount, to_money
 
 # One top-up, adjustment or opening balance: a balance must stay within Numeric(14, 4).
 MAX_AMOUNT = Decimal(1_000_000)
@@ -54,27 +54,28 @@ def money_field(description: str, *, low: Decimal, high: Decimal, default: Any =
 
 
 def check_amount(field: str, value: Any, *, low: Decimal, high: Decimal) -> Decimal:
-    """Return a money amount in [low, high] with at most 4 places, or refuse naming the field."""
+    """Return a signed money amount in [low, high], or refuse naming the field.
+
+    The magnitude is read by `shared.money.to_money`, as every amount is: no
+    float, at most four places.
+    """
     amount: Decimal | None = None
-    if isinstance(value, Decimal | int) and not isinstance(value, bool):
-        amount = Decimal(value)
-    elif isinstance(value, str):
+    if isinstance(value, Decimal | int | str) and not isinstance(value, bool):
+        text = str(value).strip()
+        negative = text.startswith("-")
         try:
-            amount = Decimal(value.strip())
-        except InvalidOperation:
-            amount = None
-    if (
-        amount is None
-        or not amount.is_finite()
-        or not low <= amount <= high
-        or amount != amount.quantize(QUANTUM)
-    ):
+            magnitude = to_money(text[1:] if negative else text)
+        except InvalidAmount:
+            pass
+        else:
+            amount = -magnitude if negative else magnitude
+    if amount is None or not low <= amount <= high:
         raise refuse(
             field,
             f"The {field} field must be an amount from {low} to {high}"
             " with at most 4 decimal places",
         )
-    return amount.quantize(QUANTUM)
+    return amount
 
 
 def check_email(value: str) -> str:
