@@ -80,6 +80,13 @@ def _reuse_redis_clients() -> None:
         if asynchronous:
             return build(self, asynchronous=True)
         client = self.__dict__.get("_smsgw_client")
+        if client is not None and self._pool is None and self.connection.client is None:
+            # A channel closed after its connection was let go: kombu's close then
+            # restores the unacknowledged tasks, and a new pool, built from a
+            # connection that is gone, raised AttributeError and killed the worker
+            # after a Redis restart. The last client still knows the address; a
+            # connection error through it is one kombu's close shrugs off.
+            return client
         pool = self.pool
         if client is None or client.connection_pool is not pool:
             client = self._smsgw_client = build(self)
