@@ -25,6 +25,7 @@ from api import (
     webhooks,
 )
 from api.committer import Committer
+from api.fastjson import OrjsonProvider
 from api.gateway import Gateway
 from shared import logs
 from shared.db import MAX_ID, make_engine, make_session_factory
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # A larger id than a database id can be is simply not found.
     app.url_map.converters["int"] = RowId
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     engine = make_engine(settings.database_url)
     # While Redis is down a request must fail in well under a second, not wait for it.

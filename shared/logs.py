@@ -20,6 +20,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 message_id: ContextVar[int | None] = ContextVar("message_id", default=None)
 campaign_id: ContextVar[int | None] = ContextVar("campaign_id", default=None)
@@ -39,9 +41,17 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "asctime",
     "taskName",
 }
-# Libraries that log request details (headers, bodies) at INFO.
-QUIET_LOGGERS = ("twilio.http_client", "urllib3")
+# Libraries that log request details (headers, bodies) at INFO; werkzeug's request
+# lines (`flask run`, `smsgw dev`) repeat the app's own access line (api.metrics).
+QUIET_LOGGERS = ("twilio.http_client", "urllib3", "werkzeug")
 FORMATS = ("json", "console")
+# Dates, dataclasses and subclasses are written as `str()` writes them (`default=str`).
+_AS_STR = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_NON_STR_KEYS
+)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _LEVEL_COLOURS = {"DEBUG": "2", "INFO": "32", "WARNING": "33", "ERROR": "31", "CRITICAL": "1;31"}
 
@@ -71,7 +81,10 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        try:
+            return orjson.dumps(line, default=str, option=_AS_STR).decode()
+        except TypeError:  # what orjson cannot write (an integer beyond 64 bits)
+            return json.dumps(line, default=str, ensure_ascii=False)
 
 
 class ConsoleFormatter(logging.Formatter):

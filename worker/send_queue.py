@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import amqp
+import orjson
 import redis
 from kombu import Connection, Queue
 
@@ -89,7 +90,7 @@ class RedisSendQueue:
 
     def push_many(self, messages: Sequence[tuple[int, str | None]]) -> None:
         """Queue hand-offs in one LPUSH; kombu's Redis transport takes from the right."""
-        tasks = (json.dumps(redis_envelope(mid, request_id)) for mid, request_id in messages)
+        tasks = (orjson.dumps(redis_envelope(mid, request_id)) for mid, request_id in messages)
         self._client.lpush(SEND_QUEUE, *tasks)
 
     def close(self) -> None:
