@@ -1,21 +1,20 @@
-"""Gunicorn settings for the API: `gunicorn -c gunicorn.conf.py "api.app:create_app()"`.
+"""gunicorn, the API's alternative server: `gunicorn -c gunicorn.conf.py "api.app:create_app()"`.
+
+`smsgw api` (api/server.py, granian) is the API's server; this serves the same app.
 
 Environment: `GUNICORN_BIND` (default 0.0.0.0:8000), `WEB_CONCURRENCY` (default
 CPUs + 1), `GUNICORN_THREADS` (default 12), `GUNICORN_TIMEOUT` (30 s),
-`PROMETHEUS_MULTIPROC_DIR` (default a fresh temporary directory). Logs, access
-log included, are JSON lines on stderr.
+`PROMETHEUS_MULTIPROC_DIR` (default a fresh temporary directory). Logs, the access
+log included (the app writes it), are JSON lines on stderr.
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import logging
 import multiprocessing
 import os
 import shutil
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from gunicorn.glogging import Logger
@@ -36,7 +35,7 @@ max_requests = 100_000
 max_requests_jitter = 10_000
 # The control socket has one fixed path per user: two servers on a host would share it.
 control_socket_disable = True
-accesslog = "-"
+accesslog = None  # the app writes the access line, with the request id (api.metrics)
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 if Path("/dev/shm").is_dir():
@@ -57,29 +56,6 @@ class JsonLogger(Logger):
         super().setup(cfg)
         for handler in self.error_log.handlers:
             handler.setFormatter(JsonFormatter())
-        for handler in self.access_log.handlers:
-            handler.setFormatter(logging.Formatter("%(message)s"))
-
-    def access(self, resp, req, environ, request_time) -> None:  # type: ignore[no-untyped-def]
-        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.syslog):
-            return
-        atoms = self.atoms(resp, req, environ, request_time)
-        line = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "level": "INFO",
-            "logger": "gunicorn.access",
-            "msg": f"{atoms['m']} {atoms['U']} {atoms['s']}",
-            "request_id": atoms.get("{x-request-id}o") or None,
-            "remote": atoms["h"],
-            "method": atoms["m"],
-            "path": atoms["U"],
-            "status": resp.status_code if hasattr(resp, "status_code") else atoms["s"],
-            "bytes": atoms["B"],
-            "duration_ms": round(request_time.total_seconds() * 1000, 3),
-            "user_agent": atoms["a"],
-            "pid": os.getpid(),  # which worker answered
-        }
-        self.access_log.info(json.dumps(line))
 
 
 logger_class = JsonLogger

@@ -1,15 +1,18 @@
 """`GET /metrics` in Prometheus text, and the per-request hooks that feed it.
 
-Under gunicorn, `gunicorn.conf.py` sets `PROMETHEUS_MULTIPROC_DIR` before the
-app is imported, so each worker process counts in files and a scrape of any
-one of them returns the sum of all. Queue depths are read from Redis (`LLEN`)
-at scrape time. The same hooks give each request its id (the `X-Request-Id`
-header if it is sane, else a new one), for the logs and the answer.
+Under `smsgw api` (api/server.py) or gunicorn (`gunicorn.conf.py`) the server
+sets `PROMETHEUS_MULTIPROC_DIR` before the app is imported, so each worker
+process counts in files and a scrape of any one of them returns the sum of all.
+Queue depths are read from Redis (`LLEN`) at scrape time. The same hooks give
+each request its id (the `X-Request-Id` header if it is sane, else a new one),
+for the logs and the answer, and write its access line (logger `api.access`),
+whichever server runs the app.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
@@ -33,6 +36,7 @@ from worker import metrics as worker_metrics
 
 bp = Blueprint("metrics", __name__)
 log = logging.getLogger(__name__)
+ACCESS = logging.getLogger("api.access")
 FINAL_STATUSES = ("delivered", "undelivered", "failed")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -138,8 +142,9 @@ def _finish(response: Response) -> Response:
     status = response.status_code
     REQUESTS.labels(route, request.method, str(status)).inc()
     started = g.get("metrics_started")
+    elapsed = time.perf_counter() - started if started is not None else 0.0
     if started is not None:
-        REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        REQUEST_SECONDS.labels(route).observe(elapsed)
     if route.startswith("/webhooks/"):
         outcome = "ok" if status < 300 else "forbidden" if status == 403 else f"error_{status}"
         WEBHOOKS.labels(route, outcome).inc()
@@ -148,7 +153,34 @@ def _finish(response: Response) -> Response:
             FINISHED.labels(reported).inc()
     if "request_id" in g:
         response.headers["X-Request-Id"] = g.request_id
+    _access(response, elapsed)
     return response
+
+
+def _access(response: Response, elapsed: float) -> None:
+    """Write the request's access line: whichever server runs the app, it has the request id.
+
+    A send's line also has the id of the message it accepted: its one line.
+    """
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    ACCESS.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={
+            "remote": request.remote_addr,
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "bytes": response.content_length,
+            "duration_ms": round(elapsed * 1000, 3),
+            "user_agent": request.user_agent.string,
+            "pid": os.getpid(),  # which worker answered
+            "message_id": g.get("message_id"),  # the message a send accepted
+        },
+    )
 
 
 def _end(_: BaseException | None) -> None:

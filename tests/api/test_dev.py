@@ -133,7 +133,8 @@ def test_dev_on_a_terminal_reads_as_lines_for_a_person_with_flower(tmp_path):
         assert sent.status_code == 201, sent.text
         traffic = _read(master, 4)
         assert (
-            "message accepted" in traffic and f"message_id={sent.json()['data']['id']}" in traffic
+            "POST /api/user/sms 201" in traffic
+            and f"message_id={sent.json()['data']['id']}" in traffic
         )
         workers = requests.get(f"http://127.0.0.1:{flower_port}/api/workers", timeout=10).json()
         assert any(name.startswith("dev@") for name in workers), workers
@@ -152,5 +153,6 @@ def test_dev_on_a_terminal_reads_as_lines_for_a_person_with_flower(tmp_path):
     # Console lines: time, level, process, message; colours on this terminal.
     assert "\x1b[32mINFO" in screen
     plain = re.sub(r"\x1b\[[0-9;]*m", "", screen)
-    assert re.search(r"^\d\d:\d\d:\d\d INFO +api +message accepted", plain, re.MULTILINE)
+    assert re.search(r"^\d\d:\d\d:\d\d INFO +api +POST /api/user/sms 201 ", plain, re.MULTILINE)
+    assert len(re.findall(r"POST /api/user/sms", plain)) == 1  # one line a request: the app's
     assert not _listening(flower_port) and not _listening(port)
