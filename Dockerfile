@@ -17,4 +17,4 @@ USER smsgw
 
 EXPOSE 8000 5555 9808
 ENTRYPOINT ["/app/scripts/entrypoint.sh"]
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "api.app:create_app()"]
+CMD ["smsgw", "api"]

@@ -39,8 +39,8 @@ fmt: $(STAMP) ## Format the code
 migrate: $(STAMP) ## Apply database migrations (DATABASE_URL)
 	$(BIN)/smsgw db upgrade
 
-api: $(STAMP) ## Serve the API with gunicorn (gunicorn.conf.py: workers from CPUs, JSON logs)
-	$(BIN)/gunicorn -c gunicorn.conf.py "api.app:create_app()"
+api: $(STAMP) ## Serve the API (smsgw api: granian, worker processes of threads, JSON logs)
+	$(BIN)/smsgw api
 
 worker: $(STAMP) ## Run a Celery worker on every queue: single sends, campaigns, callbacks
 	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)

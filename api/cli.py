@@ -17,6 +17,7 @@ import click
 from sqlalchemy.orm import Session
 
 from api.serialize import number_json, operator_number_json, price_json, token_json, user_json
+from api.server import api_command
 from shared import accounts, listing, operators
 from shared.db import MAX_ID, make_engine, make_session_factory
 from shared.money import InvalidAmount, as_number, to_money
@@ -474,3 +475,6 @@ def dev(port: int, sandbox_port: int, flower_port: int, data_dir: str) -> None:
     raise SystemExit(
         run(port=port, sandbox_port=sandbox_port, flower_port=flower_port, data_dir=Path(data_dir))
     )
+
+
+main.add_command(api_command)

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from api.dev import redis_command, stop_groups, wait_for_port
+from api.dev import free_port, redis_command, stop_groups, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -222,3 +222,25 @@ class PostgresServer:
         if done.returncode != 0:
             log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
             raise RuntimeError(f"{program} failed: {done.stdout}{done.stderr}{log}")
+
+
+@contextmanager
+def api_server(env: dict[str, str], log: Path, *options: str):
+    """Run `smsgw api` on a free port until the block ends; yield (its base URL, the process)."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "smsgw"),
+        "api",
+        "--bind",
+        f"127.0.0.1:{port}",
+        *options,
+    ]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
+        )
+    try:
+        wait_for_port(port, seconds=30)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        stop_groups([process], grace=10)

@@ -204,7 +204,7 @@ def _stack(tmp_path_factory, compose_database: str, broker: dict[str, str]) -> I
             "PROMETHEUS_MULTIPROC_DIR": str(stack.folder / "metrics-callbacks"),
         },
         "api": {
-            "GUNICORN_BIND": f"127.0.0.1:{ports['api']}",
+            "API_BIND": f"127.0.0.1:{ports['api']}",
             "PROMETHEUS_MULTIPROC_DIR": str(stack.folder / "metrics-api"),
         },
     }

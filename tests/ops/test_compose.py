@@ -155,8 +155,9 @@ def test_a_send_goes_through_the_stack_with_metrics_and_json_logs(stack):
     assert _metric(worker, "smsgw_handoff_latency_seconds_count", queue="sms") == 1
 
     api_lines = _json_lines(stack.log("api"))
-    accepted = [x for x in api_lines if x["msg"] == "message accepted"]
-    assert accepted and accepted[0]["message_id"] == message_id
+    accepted = [x for x in api_lines if x.get("message_id") == message_id]
+    assert len(accepted) == 1 and accepted[0]["logger"] == "api.access"
+    assert accepted[0]["msg"] == "POST /api/user/sms 201" and accepted[0]["status"] == 201
     assert accepted[0]["request_id"] == "req-ops-e2e-1"
     task_lines = [x for x in _json_lines(stack.log("worker")) if x.get("message_id") == message_id]
     assert task_lines and all(x.get("request_id") == "req-ops-e2e-1" for x in task_lines)
@@ -168,7 +169,7 @@ def test_a_send_goes_through_the_stack_with_metrics_and_json_logs(stack):
 
 
 def _healthz_counts(folder: Path) -> dict[str, float]:
-    """Return each gunicorn worker's own count of GET /healthz, read from its file."""
+    """Return each API worker's own count of GET /healthz, read from its file."""
     counts = {}
     for path in folder.glob("counter_*.db"):
         total = 0.0
@@ -180,7 +181,7 @@ def _healthz_counts(folder: Path) -> dict[str, float]:
     return counts
 
 
-def test_gunicorn_workers_add_up_in_metrics(stack):
+def test_api_workers_add_up_in_metrics(stack):
     url = stack.url("api", "/healthz")
     folder = Path(stack.env_for("api")["PROMETHEUS_MULTIPROC_DIR"])
 

@@ -44,7 +44,7 @@ def test_each_target_runs_the_documented_command():
         "beat": "beat",
         "migrate": "smsgw db upgrade",
         "compose-up": "docker compose",
-        "api": "gunicorn -c gunicorn.conf.py",
+        "api": "smsgw api",
     }
     for target, fragment in expected.items():
         assert fragment in make("-n", target), target

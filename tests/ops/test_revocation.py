@@ -1,26 +1,23 @@
-"""Revocation and removal take effect at once in every API process (gunicorn, three workers).
+"""Revocation and removal take effect at once in every API process (`smsgw api`, three workers).
 
 Nothing caches a token or a number: the first request after the change, in
 whichever process it lands, already sees it. Each check sends many requests on
-fresh connections and reads gunicorn's access log (each line names the
-worker's pid) to make sure every worker answered some of them.
+fresh connections and reads the access log (each line names the worker's pid)
+to make sure every worker answered some of them.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from api.dev import free_port, stop_groups, wait_for_port
 from shared import accounts
 from tests.factories import make_number, make_user, set_price
-from tests.processes import ROOT, stack_env
+from tests.processes import api_server, stack_env
 
 WORKERS = 3
 BATCH = 30
@@ -28,41 +25,23 @@ BATCH = 30
 
 @pytest.fixture(scope="module")
 def api(database_url, redis_url, tmp_path_factory):
-    """Serve `gunicorn "api.app:create_app()"` (gunicorn.conf.py) with three workers.
+    """Serve `smsgw api` with three workers.
 
     Yields its base URL and its log, whose JSON access lines name the worker's pid.
     """
-    port = free_port()
-    log = tmp_path_factory.mktemp("revocation") / "gunicorn.log"
+    log = tmp_path_factory.mktemp("revocation") / "api.log"
     env = stack_env(
         database_url=database_url, redis_url=redis_url, twilio_api_base="http://127.0.0.1:9"
     )
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-w",
-        str(WORKERS),
-        "-b",
-        f"127.0.0.1:{port}",
-        "api.app:create_app()",
-    ]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
-        )
-    try:
-        wait_for_port(port, seconds=30)
-        yield f"http://127.0.0.1:{port}", log
-    finally:
-        stop_groups([process], grace=10)
+    with api_server(env, log, "--workers", str(WORKERS)) as (base, _):
+        yield base, log
 
 
 def many(call, log) -> list[requests.Response]:
     """Call on fresh connections, eight at a time, until every worker has answered some.
 
     Returns every answer made: each must be what the test expects, whichever
-    worker gave it. gunicorn's threads let one worker take many connections,
+    worker gave it. A worker's threads let it take many connections,
     so the batches go on (up to 30 s) until the access log names all workers.
     """
     seen = len(log.read_text().splitlines())
@@ -74,7 +53,7 @@ def many(call, log) -> list[requests.Response]:
             answers += pool.map(lambda _: call(), range(BATCH))
             time.sleep(0.2)  # access lines are written after the answer
             lines = [json.loads(line) for line in log.read_text().splitlines()[seen:]]
-            served = {line["pid"] for line in lines if line.get("logger") == "gunicorn.access"}
+            served = {line["pid"] for line in lines if line.get("logger") == "api.access"}
     assert len(served) == WORKERS, served
     return answers
 
