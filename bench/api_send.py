@@ -1,7 +1,11 @@
-"""`POST /api/user/sms` under gunicorn and wrk, beside a bare Flask endpoint with the same settings.
+"""`POST /api/user/sms` under `smsgw api` and wrk, beside a fixed reference.
 
-Both apps run under the same gunicorn command; wrk drives each with the same
-connections for the same time. The gateway's requests do everything a real
+The reference is a bare Flask endpoint answering the same JSON
+(`bench/bare_app.py`) under plain `gunicorn -w 4` (sync workers, no config
+file): a yardstick of this machine at that moment, not a rival design. The
+gateway runs as it is deployed: `smsgw api` with its defaults. wrk drives each
+with the same connections for the same time, in alternating rounds. The
+gateway's requests do everything a real
 send does: auth, validation, pricing, the atomic charge, the commit and the
 enqueue, once with Redis as the broker and once with RabbitMQ (a vhost on the
 machine's server; its publishes wait for the broker's confirms), and once more
@@ -43,15 +47,14 @@ wrk.headers["Authorization"] = "Bearer %(token)s"
 """
 
 
-def gunicorn(app: str, port: int, workers: int, threads: int) -> tuple[list[str], dict[str, str]]:
-    """Return the command and settings both apps are served with: the API's own gunicorn.conf.py."""
-    argv = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app]
-    settings = {
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": str(workers),
-        "GUNICORN_THREADS": str(threads),
-    }
-    return argv, settings
+def serve_api(port: int) -> list[str]:
+    """Return the command the gateway's API is served with: `smsgw api`, its defaults."""
+    return [str(BIN / "smsgw"), "api", "--bind", f"127.0.0.1:{port}"]
+
+
+def reference(port: int) -> list[str]:
+    """Return the reference's command: the bare endpoint under plain `gunicorn -w 4`."""
+    return [str(BIN / "gunicorn"), "-w", "4", "-b", f"127.0.0.1:{port}", REFERENCE_APP]
 
 
 def wrk(url: str, script: Path, *, connections: int, seconds: int) -> dict[str, float]:
@@ -103,13 +106,14 @@ def _wait_for_app(url: str, seconds: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer in {seconds:.0f} s")
 
 
-# Each configuration: its name, its app, whether its tasks go through RabbitMQ, and
-# whether its database holds a million scheduled messages.
+REFERENCE_APP = "bench.bare_app:create_app()"
+# Each configuration: its name, its command, whether its tasks go through RabbitMQ,
+# and whether its database holds a million scheduled messages.
 APPS = (
-    ("bare Flask endpoint", "bench.bare_app:create_app()", False, False),
-    ("POST /api/user/sms", "api.app:create_app()", False, False),
-    ("POST /api/user/sms, RabbitMQ", "api.app:create_app()", True, False),
-    ("POST /api/user/sms, 1M scheduled", "api.app:create_app()", False, True),
+    ("reference: bare Flask, gunicorn -w 4", reference, False, False),
+    ("POST /api/user/sms", serve_api, False, False),
+    ("POST /api/user/sms, RabbitMQ", serve_api, True, False),
+    ("POST /api/user/sms, 1M scheduled", serve_api, False, True),
 )
 SCHEDULED = 1_000_000
 
@@ -139,14 +143,7 @@ def schedule_many(database_url: str, count: int) -> None:
 MEASURES = ("rate", "p50", "p99")
 
 
-def run(
-    *,
-    connections: int = 32,
-    seconds: int = 10,
-    workers: int = 3,
-    threads: int = 12,
-    rounds: int = 3,
-) -> list[dict]:
+def run(*, connections: int = 32, seconds: int = 10, rounds: int = 3) -> list[dict]:
     """Measure both apps, alternating, `rounds` times; return one row each, of median figures.
 
     A row's `rounds` holds its rate in each round: on a shared 2-core machine
@@ -172,13 +169,12 @@ def run(
         print(f"writing {SCHEDULED:,} scheduled messages...", flush=True)
         schedule_many(scheduled_url, SCHEDULED)
         for _ in range(rounds):
-            for name, app, amqp, scheduled in APPS:
+            for name, command, amqp, scheduled in APPS:
                 port = free_port()
-                argv, served = gunicorn(app, port, workers, threads)
                 broker = {"BROKER_URL": amqp_url} if amqp else {}
                 used = scheduled_url if scheduled else db_url
                 env, script = envs[used], scripts[used]
-                with process(argv, env={**env, **served, **broker}, port=port):
+                with process(command(port), env={**env, **broker}, port=port):
                     url = f"http://127.0.0.1:{port}/api/user/sms"
                     _wait_for_app(url)
                     wrk(url, script, connections=connections, seconds=3)  # warm up every worker

@@ -2,7 +2,7 @@
 
 `make bench` or `python -m bench.campaigns`. Starts its own PostgreSQL database,
 redis-server, Twilio sandbox, API
-(gunicorn, 2 workers) and two Celery worker processes, then prints a table:
+(`smsgw api`, 2 workers) and two Celery worker processes, then prints a table:
 
 1. for 1,000, 10,000 and 100,000 recipients: the 202's latency, the time from
    the 202 to every message `queued` (campaign `sending`), and the time to
@@ -270,18 +270,16 @@ def main(argv: list[str] | None = None) -> int:
             ).pid,
         )
         peaks.watch(
-            "api (gunicorn)",
+            "api (smsgw api)",
             stack.start(
                 "api",
                 [
-                    str(BIN / "gunicorn"),
-                    "-w",
+                    str(BIN / "smsgw"),
+                    "api",
+                    "--workers",
                     "2",
-                    "-b",
+                    "--bind",
                     f"127.0.0.1:{stack.api_port}",
-                    "--timeout",
-                    "300",
-                    "api.app:create_app()",
                 ],
                 stack.env,
             ).pid,

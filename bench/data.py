@@ -5,7 +5,7 @@ statuses over two months, a tenth of the messages in 100,000-recipient
 campaigns, a ledger row for every charge and refund, one campaign still
 queued) and analyzed. Then, on every database:
 
-- the send rate of `POST /api/user/sms` under gunicorn and wrk (32
+- the send rate of `POST /api/user/sms` under `smsgw api` and wrk (32
   connections), in rounds alternating between the databases, medians;
 - p50 / p99 of `GET /api/user/sms` (wrk, one connection: a request's own latency, the
   send rate is the load figure): the first page, a page
@@ -33,7 +33,7 @@ import psycopg
 from sqlalchemy import text
 
 from api.dev import free_port
-from bench.api_send import WRK_SCRIPT, _wait_for_app, gunicorn, wrk
+from bench.api_send import WRK_SCRIPT, _wait_for_app, serve_api, wrk
 from bench.services import POSTGRES_URL, database, gateway_env, process, redis_server
 from shared import reconcile
 from shared.accounts import hash_token
@@ -290,9 +290,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(url: str, redis_url: str):
     port = free_port()
-    argv, served = gunicorn("api.app:create_app()", port, 3, 12)
-    env = gateway_env(url, redis_url, RATE_LIMIT_PER_MINUTE=str(10**9), **served)
-    return port, process(argv, env=env, port=port)
+    env = gateway_env(url, redis_url, RATE_LIMIT_PER_MINUTE=str(10**9))
+    return port, process(serve_api(port), env=env, port=port)
 
 
 def _send_round(url: str, redis_url: str, tmp: Path, seconds: int) -> dict[str, float]:
