@@ -26,6 +26,7 @@ from api import (
 )
 from api.committer import Committer
 from api.fastjson import OrjsonProvider
+from api.fastsend import FastSend
 from api.gateway import Gateway
 from shared import logs
 from shared.db import MAX_ID, make_engine, make_session_factory
@@ -104,5 +105,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(inbound.bp)
     app.register_blueprint(admin_routes.bp)  # the blueprint of api.admin, with its routes
     app.register_blueprint(openapi.bp)
+    app.wsgi_app = FastSend(app)  # type: ignore[method-assign]
     logging.getLogger(__name__).info("api ready")
     return app

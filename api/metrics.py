@@ -130,21 +130,23 @@ def metrics() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
+def request_id_for(incoming: str) -> str:
+    """Return the request's id: the client's `X-Request-Id` if it is sane, else a new one."""
+    return incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+
+
 def _begin() -> None:
     g.metrics_started = time.perf_counter()
-    incoming = request.headers.get("X-Request-Id", "")
-    g.request_id = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id = request_id_for(request.headers.get("X-Request-Id", ""))
     g.request_id_token = logs.request_id.set(g.request_id)
 
 
 def _finish(response: Response) -> Response:
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     status = response.status_code
-    REQUESTS.labels(route, request.method, str(status)).inc()
     started = g.get("metrics_started")
     elapsed = time.perf_counter() - started if started is not None else 0.0
-    if started is not None:
-        REQUEST_SECONDS.labels(route).observe(elapsed)
+    observe(route, request.method, status, elapsed if started is not None else None)
     if route.startswith("/webhooks/"):
         outcome = "ok" if status < 300 else "forbidden" if status == 403 else f"error_{status}"
         WEBHOOKS.labels(route, outcome).inc()
@@ -153,12 +155,38 @@ def _finish(response: Response) -> Response:
             FINISHED.labels(reported).inc()
     if "request_id" in g:
         response.headers["X-Request-Id"] = g.request_id
-    _access(response, elapsed)
+    access(
+        method=request.method,
+        path=request.path,
+        status=status,
+        size=response.content_length,
+        elapsed=elapsed,
+        remote=request.remote_addr,
+        user_agent=request.user_agent.string,
+        message_id=g.get("message_id"),
+    )
     return response
 
 
-def _access(response: Response, elapsed: float) -> None:
-    """Write the request's access line: whichever server runs the app, it has the request id.
+def observe(route: str, method: str, status: int, elapsed: float | None) -> None:
+    """Count a request under its route, and its time unless it is unknown."""
+    REQUESTS.labels(route, method, str(status)).inc()
+    if elapsed is not None:
+        REQUEST_SECONDS.labels(route).observe(elapsed)
+
+
+def access(
+    *,
+    method: str,
+    path: str,
+    status: int,
+    size: int | None,
+    elapsed: float,
+    remote: str | None,
+    user_agent: str,
+    message_id: int | None = None,
+) -> None:
+    """Write a request's access line: whichever server runs the app, it has the request id.
 
     A send's line also has the id of the message it accepted: its one line.
     """
@@ -166,19 +194,19 @@ def _access(response: Response, elapsed: float) -> None:
         return
     ACCESS.info(
         "%s %s %s",
-        request.method,
-        request.path,
-        response.status_code,
+        method,
+        path,
+        status,
         extra={
-            "remote": request.remote_addr,
-            "method": request.method,
-            "path": request.path,
-            "status": response.status_code,
-            "bytes": response.content_length,
+            "remote": remote,
+            "method": method,
+            "path": path,
+            "status": status,
+            "bytes": size,
             "duration_ms": round(elapsed * 1000, 3),
-            "user_agent": request.user_agent.string,
+            "user_agent": user_agent,
             "pid": os.getpid(),  # which worker answered
-            "message_id": g.get("message_id"),  # the message a send accepted
+            "message_id": message_id,  # the message a send accepted
         },
     )
 

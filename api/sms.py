@@ -21,6 +21,7 @@ from api.auth import (
     require_user,
     too_many_requests,
 )
+from api.committer import Outcome
 from api.errors import ApiError
 from api.gateway import Gateway, gateway
 from api.metrics import ACCEPTED
@@ -64,6 +65,8 @@ from shared.scheduling import Schedule
 bp = Blueprint("sms", __name__, url_prefix="/api/user")
 bp.before_request(require_user)
 log = logging.getLogger(__name__)
+# Where the fast path (api.fastsend) leaves a send's fields and its committer's outcome.
+FAST_OUTCOME = "smsgw.send_outcome"
 
 
 @bp.post("/sms")
@@ -81,15 +84,23 @@ def send():
     counts the rate limit, accepts and queues the send together with the
     others waiting (`api.committer`). A send it does not accept, and one with
     a schedule (`send_at`, `quiet_hours`, `validity_period`), is authenticated
-    and decided here, alone, with the contract's answer.
+    and decided here, alone, with the contract's answer. A send the fast path
+    (`api.fastsend`) took to its committer comes here with its outcome, to be
+    finished the same way.
     """
     token = bearer_token()
     gw = gateway()
+    handed = request.environ.get(FAST_OUTCOME)
+    if handed is not None:
+        fields, outcome = handed
+        if isinstance(outcome, BaseException):
+            raise outcome  # the group's statement failed: it is never run again
+        return _finish_send(gw, token, fields, outcome)
     if gw.committer is None or idempotency.HEADER in request.headers:
         authenticate_and_count(token)
         return _send_alone(gw, idempotency.request_key())
     try:
-        fields = _send_fields(gw)
+        fields = send_fields(gw, json_body())
     except ApiError:
         authenticate(token)  # a bad token is a 401 whatever the body holds
         raise
@@ -97,13 +108,18 @@ def send():
         authenticate_and_count(token)
         return _send_alone(gw, None, fields)
     token_hash = hash_token(token)
-    prepared = prepare_send(token_hash=token_hash, **_plain(fields))
+    prepared = prepare_send(token_hash=token_hash, **plain_fields(fields))
     if prepared is None:  # `to` is no number: which check fails first is decided alone
         authenticate_and_count(token)
         return _send_alone(gw, None, fields)
     outcome = gw.committer.submit(
         prepared, rate_key=rate_key(token_hash), request_id=logs.request_id.get()
     )
+    return _finish_send(gw, token, fields, outcome)
+
+
+def _finish_send(gw: Gateway, token: str, fields: dict, outcome: Outcome) -> ResponseReturnValue:
+    """Answer a send the committer decided: 201, 429, 500 (not queued), or decide it alone."""
     if outcome.message is None:
         authenticate(token)
         if outcome.retry_after is not None:
@@ -111,12 +127,12 @@ def send():
         return _send_alone(gw, None, fields)
     if outcome.queue_error is not None:
         return _not_queued(gw, outcome.message.id, outcome.queue_error)
-    return _accepted(outcome.message.id, _answer(outcome.message))
+    return _accepted(outcome.message.id, accepted_answer(outcome.message))
 
 
-def _send_fields(gw: Gateway) -> dict:
-    """Return the send's checked fields, or answer the contract's 400."""
-    req = parse(SendSms, json_body())
+def send_fields(gw: Gateway, data: dict) -> dict:
+    """Return a send's checked fields from its JSON body, or answer the contract's 400."""
+    req = parse(SendSms, data)
     body = checked_body(req.body, req.smart_encoding)
     reference = check_reference(req.reference)
     try:
@@ -146,7 +162,7 @@ def _send_fields(gw: Gateway) -> dict:
     )
 
 
-def _plain(fields: dict) -> dict:
+def plain_fields(fields: dict) -> dict:
     """Return a send's fields without its schedule: what the committer's statement takes."""
     return {name: value for name, value in fields.items() if name != "schedule"}
 
@@ -160,7 +176,7 @@ def _send_alone(gw: Gateway, key: str | None, fields: dict | None = None) -> Res
             earlier = idempotency.replay(session, user_id=g.user_id, key=key, digest=digest)
         if earlier is not None:
             return earlier
-    fields = fields or _send_fields(gw)
+    fields = fields or send_fields(gw, json_body())
     try:
         message, answer = _accept_in_session(gw, fields, key=key, digest=digest)
     except Rejected as rejected:
@@ -198,7 +214,8 @@ def _not_queued(gw: Gateway, message_id: int, error: Exception) -> tuple[dict, i
     return {"message": "Failed to send SMS", "error": f"Queue unavailable: {error}"}, 500
 
 
-def _answer(message: Any) -> dict:
+def accepted_answer(message: Any) -> dict:
+    """Return the 201's body for an accepted message."""
     return {"message": "SMS queued for sending", "data": message_json(message)}
 
 
@@ -215,12 +232,12 @@ def _accept_in_session(
     with gw.sessions() as session:
         message = None
         if gw.committer is not None and key is not None and fields["schedule"] is None:
-            prepared = prepare_send(token_hash=hash_token(bearer_token()), **_plain(fields))
+            prepared = prepare_send(token_hash=hash_token(bearer_token()), **plain_fields(fields))
             if prepared is not None:
                 message = accept_many(session.connection(), [prepared])[0]
         if message is None:
             message = accept_message(session, user_id=g.user_id, mode=g.mode, **fields)
-        answer = _answer(message)
+        answer = accepted_answer(message)
         if key is not None:
             idempotency.remember(
                 session,
