@@ -17,11 +17,14 @@ mistaken for an abandoned one.
 
 The common hand-off (a `pending` message without a user callback to write)
 costs two statements, each its own transaction: the claim, an UPDATE ...
-RETURNING of what the call needs, and the SID's UPDATE (`shared.autocommit`).
-Either is retried once on a fresh connection when the pooled one turns out
-dead (the engine runs without a ping per checkout); both are safe to repeat, as a repeated
-claim finds the message taken and a repeated store writes the same SID.
-Everything else (callbacks to write, lookups, failures) goes through the ORM.
+RETURNING of what the call needs, and the SID's UPDATE. Both go through the
+process's `shared.handoff_batch.HandoffBatch`, which runs the claims and stores
+of every thread waiting at that moment as one statement on its own connection
+(a hand-off alone is a batch of one), and runs a batch once more on a new
+connection when its connection turns out dead; both are safe to repeat, as a
+repeated claim finds the message taken and a repeated store writes the same
+SID. Everything else (callbacks to write, lookups, failures) goes through the
+ORM.
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import messaging, optouts, testmode, user_callbacks
-from shared.autocommit import execute_once
 from shared.db import utcnow
+from shared.handoff_batch import HandoffBatch
 from shared.models import Message
 from shared.providers import (
     PermanentError,
@@ -75,50 +78,6 @@ class Outcome:
     simulated: bool = False
 
 
-# The claim of the common case, a `pending` message: one statement, committed
-# on its own. A message still `queued` with a user callback is left to the
-# ORM path, which writes the callback's outbox row in the claim's transaction.
-_CLAIM_PENDING = (
-    update(Message)
-    .where(
-        Message.id == bindparam("message_id"),
-        Message.handoff == "pending",
-        # Active, written without IN: an expanding IN is rendered again for every run.
-        or_(
-            Message.status == "sending",
-            and_(Message.status == "queued", Message.status_callback.is_(None)),
-        ),
-        # Past its validity a message is failed, never sent: the ORM path expires it.
-        or_(Message.valid_until.is_(None), Message.valid_until > bindparam("now")),
-    )
-    .values(
-        handoff="in_flight",
-        status="sending",
-        attempts=Message.attempts + 1,
-        updated_at=bindparam("now"),
-        handoff_at=bindparam("now"),
-        lease_until=bindparam("lease_until"),
-    )
-    .returning(
-        Message.user_id,
-        Message.to,
-        Message.from_number,
-        Message.body,
-        Message.valid_until,
-        Message.mode,
-    )
-)
-_STORE_SID = (
-    update(Message)
-    .where(
-        Message.id == bindparam("message_id"),
-        or_(Message.sms_sid.is_(None), Message.sms_sid == bindparam("sid")),
-    )
-    .values(sms_sid=bindparam("sid"), handoff="done", updated_at=bindparam("now"))
-    .returning(Message.status)
-)
-
-
 @dataclass(frozen=True)
 class _Claim:
     id: int
@@ -131,6 +90,8 @@ class _Claim:
     lease_until: datetime
     valid_until: datetime | None = None
     mode: str = "live"
+    # When the lease was taken (monotonic): before the claim's statement, so the call
+    # window errs short.
     claimed: float = field(default_factory=time.monotonic)
 
     def validity_left(self) -> int | None:
@@ -148,9 +109,24 @@ def hand_off(
     message_id: int,
     status_callback_base: str,
     lease_seconds: float = DEFAULT_LEASE,
+    batch: HandoffBatch | None = None,
 ) -> Outcome:
-    """Hand one message to the provider once, whatever retries, redeliveries and deaths happen."""
-    claim = _claim(session_factory, message_id, ("pending", "unknown"), lease_seconds)
+    """Hand one message to the provider once, whatever retries, redeliveries and deaths happen.
+
+    `batch`: the process's batch of claims and stores, shared by its threads;
+    without it the hand-off is a batch of its own.
+    """
+    if batch is None:
+        with HandoffBatch(session_factory) as own:
+            return hand_off(
+                session_factory,
+                provider,
+                message_id=message_id,
+                status_callback_base=status_callback_base,
+                lease_seconds=lease_seconds,
+                batch=own,
+            )
+    claim = _claim(session_factory, batch, message_id, ("pending", "unknown"), lease_seconds)
     if claim is None:
         return Outcome("skipped")
     provider = testmode.provider_for(claim.mode, provider)
@@ -161,7 +137,7 @@ def hand_off(
             # Even a 4xx here says nothing about the message: keep looking before sending.
             return _release(session_factory, message_id, "unknown", _as_provider_error(error))
         if found is not None:
-            return _store_sid(session_factory, claim, found)
+            return _store_sid(session_factory, batch, claim, found)
         # The lookup took part of the lease: take a new one, unless it was taken over.
         renewed = _renew(session_factory, claim, lease_seconds)
         if renewed is None:
@@ -191,7 +167,7 @@ def hand_off(
         if not isinstance(error, UnknownOutcome):
             log.exception("message %s: unexpected error during hand-off", message_id)
         return _release(session_factory, message_id, "unknown", _as_provider_error(error))
-    return _store_sid(session_factory, claim, sent)
+    return _store_sid(session_factory, batch, claim, sent)
 
 
 def hold_for_retry(
@@ -218,17 +194,28 @@ def give_up(
     message_id: int,
     reason: str,
     lease_seconds: float = DEFAULT_LEASE,
+    batch: HandoffBatch | None = None,
 ) -> Outcome:
     """Fail and refund a message whose retries are exhausted, unless it reached the provider.
 
     A message whose last call had an unknown outcome is looked up once more;
     if even that lookup fails it stays `unknown`, for the reconciler to settle.
     """
+    if batch is None:
+        with HandoffBatch(session_factory) as own:
+            return give_up(
+                session_factory,
+                provider,
+                message_id=message_id,
+                reason=reason,
+                lease_seconds=lease_seconds,
+                batch=own,
+            )
     with session_factory() as session:
         message = session.get(Message, message_id, with_for_update=True)
         if message is not None and message.handoff == "pending":
             return _fail_in(session, message, None, reason)
-    claim = _claim(session_factory, message_id, ("unknown",), lease_seconds)
+    claim = _claim(session_factory, batch, message_id, ("unknown",), lease_seconds)
     if claim is None:
         return Outcome("skipped")
     provider = testmode.provider_for(claim.mode, provider)
@@ -240,7 +227,7 @@ def give_up(
         _release(session_factory, message_id, "unknown", _as_provider_error(error))
         return Outcome("skipped", error=_as_provider_error(error))
     if found is not None:
-        return _store_sid(session_factory, claim, found)
+        return _store_sid(session_factory, batch, claim, found)
     return _fail(session_factory, message_id, None, reason)
 
 
@@ -280,30 +267,30 @@ def requeue_stale(
 
 def _claim(
     session_factory: sessionmaker[Session],
+    batch: HandoffBatch,
     message_id: int,
     allowed: tuple[str, ...],
     lease_seconds: float,
 ) -> _Claim | None:
     """Move the message to `in_flight` under a lease and commit; None if it is not ours to send."""
-    now = utcnow()
-    lease_until = now + timedelta(seconds=lease_seconds)
     if "pending" in allowed:
-        params = {"message_id": message_id, "now": now, "lease_until": lease_until}
-        row = execute_once(session_factory, _CLAIM_PENDING, params)
-        if row is not None:
-            user_id, to, from_number, body, valid_until, mode = row
+        claimed = batch.claim(message_id, lease_seconds=lease_seconds)
+        if claimed.row is not None and claimed.at is not None:
+            user_id, to, from_number, body, valid_until, mode, lease_until = claimed.row
             return _Claim(
                 message_id,
                 user_id,
                 to,
                 from_number,
                 body,
-                now,
+                claimed.at,
                 "pending",
                 lease_until,
                 valid_until,
                 mode,
+                claimed.started,
             )
+    lease_until = utcnow() + timedelta(seconds=lease_seconds)
     return _claim_locked(session_factory, message_id, allowed, lease_until)
 
 
@@ -431,13 +418,12 @@ def _as_provider_error(error: Exception) -> ProviderError:
     return error if isinstance(error, ProviderError) else UnknownOutcome(repr(error))
 
 
-def _store_sid(session_factory: sessionmaker[Session], claim: _Claim, sent: Sent) -> Outcome:
+def _store_sid(
+    session_factory: sessionmaker[Session], batch: HandoffBatch, claim: _Claim, sent: Sent
+) -> Outcome:
     """Record the SID; the status is left alone, as a callback may already have moved it."""
     try:
-        row = execute_once(
-            session_factory, _STORE_SID, {"message_id": claim.id, "sid": sent.sid, "now": utcnow()}
-        )
-        status = row[0] if row is not None else None
+        status = batch.store(claim.id, sid=sent.sid)
         if status in messaging.FINAL:
             # The reconciler gave up on this call and refunded it, yet Twilio has
             # the message: keep the SID as the truth and tell the operator.

@@ -1,4 +1,4 @@
-"""The per-process resources of the worker: database engine, sessions, provider, send queue.
+"""The per-process resources of the worker: database engine, sessions, hand-off batch, provider.
 
 They are built on first use, so the prefork parent never opens a connection,
 and dropped after a fork, so no child shares its parent's sockets.
@@ -14,9 +14,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import make_engine, make_session_factory
+from shared.handoff_batch import HandoffBatch
 from shared.providers import Provider
 from shared.providers.twilio import TwilioProvider
 from shared.settings import Settings
+from worker.metrics import HANDOFF_BATCH
 from worker.send_queue import SendQueue, make_send_queue
 
 _attach_lock = threading.Lock()
@@ -38,6 +40,7 @@ class WorkerContext:
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._session_factory: sessionmaker[Session] | None = None
+        self._handoff_batch: HandoffBatch | None = None
         self._provider: Provider | None = None
         self._send_queue: SendQueue | None = None
 
@@ -60,6 +63,17 @@ class WorkerContext:
                 )
                 self._session_factory = make_session_factory(self._engine)
             return self._session_factory
+
+    @property
+    def handoff_batch(self) -> HandoffBatch:
+        """Return the batch the threads of this process share their claims and SID stores in."""
+        if self._handoff_batch is not None:
+            return self._handoff_batch
+        session_factory = self.session_factory
+        with self._lock:
+            if self._handoff_batch is None:
+                self._handoff_batch = HandoffBatch(session_factory, observe=HANDOFF_BATCH.observe)
+            return self._handoff_batch
 
     @property
     def provider(self) -> Provider:
@@ -89,14 +103,19 @@ class WorkerContext:
         self._lock = threading.Lock()
         if self._engine is not None:
             self._engine.dispose(close=False)
+        # Forgotten, not closed: its lock and connection are the parent's.
+        self._handoff_batch = None
         self._provider = self._send_queue = None
 
     def close(self) -> None:
         """Close the pooled database connections."""
         with self._lock:
+            if self._handoff_batch is not None:
+                self._handoff_batch.close()
             if self._engine is not None:
                 self._engine.dispose()
             self._engine = self._session_factory = self._provider = None
+            self._handoff_batch = None
 
 
 def context_for(app: Celery) -> WorkerContext:

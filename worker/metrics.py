@@ -1,4 +1,4 @@
-"""The worker's Prometheus metrics: hand-offs, Twilio error codes, hand-off latency.
+"""The worker's Prometheus metrics: hand-offs, their batches, Twilio error codes, latency.
 
 The worker serves them itself on `WORKER_METRICS_PORT` (default 9808, 0 for
 none), from its main process. Under the prefork pool the children count in
@@ -44,6 +44,11 @@ TWILIO_ERRORS = Counter(
     "smsgw_twilio_errors_total",
     "Errors Twilio answered at hand-off, by Twilio error code",
     ["code"],
+)
+HANDOFF_BATCH = Histogram(
+    "smsgw_handoff_batch_size",
+    "Claims and SID stores a worker process ran in one statement (shared.handoff_batch)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 HANDOFF_LATENCY = Histogram(
     "smsgw_handoff_latency_seconds",

@@ -51,12 +51,16 @@ class TwilioProvider:
         http = PooledHttpClient(api_base=settings.twilio_api_base, timeout=settings.twilio_timeout)
         # An explicit, non-empty environment keeps TWILIO_EDGE / TWILIO_REGION from
         # the process environment from rewriting the host behind our back.
-        self._client = Client(
+        client = Client(
             settings.twilio_account_sid,
             settings.twilio_auth_token,
             http_client=http,
             environment={"TWILIO_EDGE": "", "TWILIO_REGION": ""},
         )
+        # The account's Messages resource, built once: `client.messages` builds it
+        # anew on every access, through an import statement in `Client.api`, which
+        # cost a tenth of the hand-off's CPU in the worker.
+        self._messages = client.messages
 
     def send(
         self,
@@ -71,7 +75,7 @@ class TwilioProvider:
         # The SDK leaves out a parameter that is unset, as Twilio's own default is wanted.
         validity = values.unset if validity_period is None else validity_period
         with _translated():
-            created = self._client.messages.create(
+            created = self._messages.create(
                 to=to,
                 from_=from_,
                 body=body,
@@ -92,7 +96,7 @@ class TwilioProvider:
         cutoff = since.replace(microsecond=0)
         cutoff = cutoff.replace(tzinfo=UTC) if cutoff.tzinfo is None else cutoff
         with _translated():
-            records = list(self._client.messages.stream(to=to, from_=from_, limit=FIND_LIMIT))
+            records = list(self._messages.stream(to=to, from_=from_, limit=FIND_LIMIT))
         # Twilio lists newest first, so among equal timestamps the later one is older.
         matches = [
             (r.date_created or cutoff, -position, r)
@@ -109,7 +113,7 @@ class TwilioProvider:
     def fetch(self, sid: str) -> Fetched:
         """Return Twilio's current status and error of one message."""
         with _translated():
-            record = self._client.messages(sid).fetch()
+            record = self._messages(sid).fetch()
         return Fetched(
             sid=record.sid,
             status=record.status,

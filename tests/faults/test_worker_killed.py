@@ -28,20 +28,18 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from api.dev import free_port
 from sandbox.server import start_in_thread
-from shared import messaging, reconcile
+from shared import messaging
 from shared.billing import ledger_sum
-from shared.handoff import requeue_stale
 from shared.messaging import FINAL
 from shared.models import LedgerEntry, Message, User
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.factories import make_number, make_user, set_price
+from tests.faults.sweeps import BeatSweeps
 from tests.processes import celery_worker, stack_env, wait_until
-from worker.factory import BEAT_SCHEDULE, make_celery
+from worker.factory import make_celery
 
 COUNT = 2000
 KILLS = 5
-REQUEUE_PERIOD = BEAT_SCHEDULE["requeue-stale-messages"]["schedule"]
-TAKE_OVER_PERIOD = BEAT_SCHEDULE["take-over-messages"]["schedule"]
 
 
 @pytest.mark.timeout(420)
@@ -109,25 +107,10 @@ def test_killed_workers_lose_and_double_nothing(
         last_kill = time.monotonic()
         log = tmp_path / "worker-last.log"
         with celery_worker(env, log, concurrency=8):
-            sweeps = {"requeue": 0.0, "take_over": 0.0}
+            sweeps = BeatSweeps(session_factory, celery, ours)
 
             def settle() -> bool:
-                # What beat does, at its periods (worker/celery_app.py) and the settings' ages.
-                now = time.monotonic()
-                if now - sweeps["requeue"] >= REQUEUE_PERIOD:
-                    sweeps["requeue"] = now
-                    stale = requeue_stale(
-                        session_factory, older_than_seconds=ours.requeue_after_seconds, limit=5000
-                    )
-                    for message_id in stale:
-                        celery.send_task("send_message", args=[message_id], queue="sms")
-                if now - sweeps["take_over"] >= TAKE_OVER_PERIOD:
-                    sweeps["take_over"] = now
-                    report = reconcile.take_over(
-                        session_factory, hold_seconds=ours.requeue_after_seconds, limit=5000
-                    )
-                    for message_id in report.resend:
-                        celery.send_task("send_message", args=[message_id], queue="sms")
+                sweeps()  # what beat does, at its periods and the settings' ages
                 return count(Message.status == "delivered") == COUNT
 
             # Settled within two minutes of the last kill, the last worker's start included.

@@ -9,10 +9,10 @@ from decimal import Decimal
 
 import pytest
 import requests
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from shared import billing, messaging
-from shared.db import make_engine, make_session_factory, utcnow
+from shared.db import utcnow
 from shared.handoff import give_up, hand_off, requeue_stale
 from shared.models import LedgerEntry, Message, OptOut, User
 from shared.providers import UnknownOutcome
@@ -308,33 +308,6 @@ def test_requeue_stale_returns_old_queued_messages_once(session_factory):
         session.execute(update(Message).where(Message.id == started).values(status="sending"))
     assert requeue_stale(session_factory, older_than_seconds=120, limit=10) == [old]
     assert requeue_stale(session_factory, older_than_seconds=120, limit=10) == []
-
-
-def test_a_hand_off_survives_pooled_connections_the_database_dropped(database_url, twilio):
-    # As in the worker: no ping per checkout, so the first statement on a dead
-    # connection fails; the hand-off runs it again on a new one, once.
-    base_url, settings = twilio
-    engine = make_engine(database_url, pool_pre_ping=False, pool_size=2, max_overflow=0)
-    factory = make_session_factory(engine)
-    try:
-        first, second = queue(factory), queue(factory)
-        assert send(factory, settings, first).kind == "sent"
-        with engine.connect() as conn:  # both pooled connections are in use meanwhile
-            backends = {conn.scalar(text("SELECT pg_backend_pid()"))}
-            with engine.connect() as other:
-                backends.add(other.scalar(text("SELECT pg_backend_pid()")))
-        admin = make_engine(database_url)
-        with admin.begin() as conn:
-            for pid in backends:
-                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        admin.dispose()
-        outcome = send(factory, settings, second)
-        assert outcome.kind == "sent"
-        message = load(factory, second)
-        assert (message.handoff, message.sms_sid, message.attempts) == ("done", outcome.sid, 1)
-        assert len(received(base_url)) == 2
-    finally:
-        engine.dispose()
 
 
 def test_a_claim_carries_a_lease_of_one_call_and_a_margin(session_factory, twilio):

@@ -43,6 +43,7 @@ def send_message(self, message_id: int) -> str:  # type: ignore[no-untyped-def]
             message_id=message_id,
             status_callback_base=settings.status_callback_base,
             lease_seconds=settings.lease_seconds,
+            batch=context.handoff_batch,
         )
     except (OperationalError, InterfaceError) as error:
         # The database is down or restarting. The claim makes a retry safe, and
@@ -69,6 +70,7 @@ def send_message(self, message_id: int) -> str:  # type: ignore[no-untyped-def]
             message_id=message_id,
             reason=reason,
             lease_seconds=settings.lease_seconds,
+            batch=context.handoff_batch,
         )
         observe_handoff(self.request, final)  # issue 5: metrics
         log.info("send_message %s: retries exhausted, %s", message_id, final.kind)
