@@ -33,6 +33,9 @@ import click
 from flask import Flask
 
 WORKER_LIFETIME = 24 * 3600  # a worker is replaced daily, so a slow leak never grows for long
+# On a restart each new worker gets this long to load the app before its old one stops:
+# granian does not wait for it to be ready, and under load the app took up to 5 s to load.
+RESPAWN_INTERVAL = 10.0
 
 
 def create_app() -> Flask:
@@ -79,7 +82,7 @@ def serve(*, bind: str, workers: int, threads: int, graceful_timeout: int = 30) 
         log_access=False,  # the app writes it, with the request's id (api.metrics)
         log_dictconfig=_log_config(),
         respawn_failed_workers=True,
-        respawn_interval=1.0,
+        respawn_interval=RESPAWN_INTERVAL,
         workers_lifetime=WORKER_LIFETIME,
         workers_kill_timeout=graceful_timeout,
     )
